@@ -1,0 +1,1 @@
+"""meshforge-metrics: the previewer and quality-scorer plugins every result goes through."""

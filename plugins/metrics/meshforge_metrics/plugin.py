@@ -1,0 +1,1 @@
+"""Entry point of meshforge-metrics (components arrive with issue 3)."""

@@ -1,0 +1,1 @@
+"""meshforge-nvdiffrec: a meshforge reconstructor plugin (registered through the meshforge.plugins entry point)."""
