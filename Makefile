@@ -18,7 +18,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/meshforge demo out/demo
 
-test: $(STAMP)
+tests/js/node_modules: tests/js/package.json tests/js/package-lock.json
+	npm ci --prefix tests/js --no-audit --no-fund
+	touch tests/js/node_modules
+
+test: $(STAMP) tests/js/node_modules
 	$(BIN)/python -m pytest
 
 clean:

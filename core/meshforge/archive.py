@@ -233,7 +233,7 @@ def read_zip(path: str | Path, limits: Limits = Limits()) -> CaptureFiles:
     path = Path(path)
     size = path.stat().st_size
     if size > limits.max_archive_bytes:
-        raise CaptureTooLarge(what="the upload", size=size, limit=limits.max_archive_bytes)
+        raise CaptureTooLarge(what=f"the upload {path.name!r}", size=size, limit=limits.max_archive_bytes)
     with open(path, "rb") as fh:
         head = fh.read(4)
     if head[:2] != b"PK":
@@ -245,9 +245,10 @@ def read_zip(path: str | Path, limits: Limits = Limits()) -> CaptureFiles:
         zf = zipfile.ZipFile(path)
     except zipfile.BadZipFile as exc:
         raise (NotAZip(name=path.name, reason=str(exc)) if head != b"PK\x03\x04" and head != b"PK\x05\x06"
-               else CorruptArchive(reason=str(exc))) from None
+               else CorruptArchive(reason=f"{path.name}: its central directory (at the end of a ZIP) is missing or "
+                                          f"unreadable; was the upload cut short?")) from None
     except (OSError, EOFError, ValueError) as exc:
-        raise CorruptArchive(reason=str(exc)) from None
+        raise CorruptArchive(reason=f"{path.name}: {exc}") from None
     with zf:
         infos = zf.infolist()
         _check_infos(infos, limits, size)
@@ -260,7 +261,8 @@ def read_zip(path: str | Path, limits: Limits = Limits()) -> CaptureFiles:
         files = CaptureFiles(source=str(path), ignored=[i.filename for i in infos if _is_litter(i.filename)
                                                         and not i.filename.endswith("/")])
         if not names:
-            raise UnexpectedLayout(folder=VIEW_FOLDER, found="nothing (the archive is empty)")
+            raise UnexpectedLayout(folder=VIEW_FOLDER, found="only macOS litter (__MACOSX/, .DS_Store)" if infos
+                                   else "nothing (the archive is empty)")
         transforms_mode = any(_strip_enclosing_folder(names)[1][n].lower() == "transforms.json" for n in names)
         _assign(files, names, lambda n: _read_member(zf, by_name[n], limits), transforms_mode=transforms_mode)
     return files
@@ -280,7 +282,7 @@ def read_directory(path: str | Path, limits: Limits = Limits()) -> CaptureFiles:
                 raise UnsafeArchive(member=rel, reason="symbolic links are not allowed")
             names.append(rel)
             if len(names) > limits.max_members * 4:
-                raise TooManyMembers(count=len(names), limit=limits.max_members)
+                raise TooManyMembers(count=len(names), limit=limits.max_members * 4)
     kept = [n for n in sorted(names) if not _is_litter(n)]
     files = CaptureFiles(source=str(root), ignored=[n for n in names if _is_litter(n)])
     if not kept:

@@ -38,6 +38,7 @@ class View:
         depth: (S, S) float32 planar z in world units, 0 = background; None if the capture has none.
         camera: the view's camera at image resolution.
         mask_source: ``"alpha"`` or ``"depth"``.
+        depth_step: world units of one raw depth level (the data's depth resolution), 0 if unknown.
     """
 
     name: str
@@ -46,6 +47,7 @@ class View:
     depth: np.ndarray | None
     camera: Camera
     mask_source: str = "depth"
+    depth_step: float = 0.0
 
     @property
     def depth_camera(self) -> Camera:
@@ -201,8 +203,9 @@ def inspect_capture(source: str | Path | CaptureFiles, limits: Limits = Limits()
     if len(bits) > 1:
         h8 = next(h for (k, _), h in headers.items() if k == "depth" and h.bits == 8)
         h16 = next(h for (k, _), h in headers.items() if k == "depth" and h.bits == 16)
-        raise SizeMismatch(file=h8.file, size=h8.width, other=h16.file, other_size=h16.width,
-                           kind="depth renders (and one bit depth: 8 or 16)")
+        raise SizeMismatch(f"{h8.file} is an 8-bit PNG but {h16.file} is 16-bit; all depth renders must have one "
+                           f"bit depth (8-bit relative or 16-bit metric depth)", file=h8.file, size=h8.width,
+                           other=h16.file, other_size=h16.width, kind="depth renders")
     bit = bits.pop()
     camfile = parse_cameras_json(files.cameras[1], files.cameras[0]) if files.cameras else None
     encoding = (camfile.depth.encoding if camfile and camfile.depth.encoding else None) or default_encoding(bit)
@@ -222,7 +225,8 @@ def _frame_file(files: CaptureFiles, path: str) -> tuple[str, bytes]:
         key = by_lower.get(c.lower())
         if key is not None:
             return files.frames[key]
-    raise MissingView(folder=str(Path(clean).parent), view=Path(clean).name, expected=f"the file {path!r}",
+    raise MissingView(f"{path!r} is missing: transforms.json lists it but the capture has no such file",
+                      folder=str(Path(clean).parent), view=Path(clean).name, expected=f"the file {path!r}",
                       missing=[path])
 
 
@@ -312,6 +316,7 @@ def _load_six_views(manifest: CaptureManifest, progress: Progress) -> Capture:
             depth_cams = {n: c.scaled(dsize) for n, c in cams.items()}
         depth = {n: np.where(masks[n], cal.depth_scale[n]["a"] * raw[n] + cal.depth_scale[n]["b"], 0.0)
                  .astype(np.float32) for n in names}
+        levels = {n: float(cal.depth_scale[n]["a"]) for n in names}
     else:
         depth, levels = {}, {}
         for n in names:
@@ -337,7 +342,7 @@ def _load_six_views(manifest: CaptureManifest, progress: Progress) -> Capture:
             mask, source = alpha, "alpha"
         else:
             mask, source = _upsample_mask(masks[n], size), "depth"
-        views[n] = View(n, rgb, mask, depth[n], cams[n], source)
+        views[n] = View(n, rgb, mask, depth[n], cams[n], source, levels[n])
     progress.update(1.0)
     return Capture(views, "six_views", encoding, cal, files.source, list(files.ignored), cleaning, warnings)
 

@@ -58,11 +58,11 @@ def remove_specks(values: np.ndarray, *, max_speck_pixels: int = 200, relative_s
 
     - small foreground islands: 8-connected components smaller than both ``max_speck_pixels``
       and ``relative_size`` × the largest component (set to background);
-    - single outlier pixels inside the object: fewer than two of the 8 neighbours within
-      ``tolerance`` (default 5 % of the view's value range, at least 3 levels) of the pixel's
-      value while at least six neighbours are foreground (replaced by the median of their
-      foreground neighbours). Steep but real surfaces keep neighbours along their
-      iso-depth lines, so they are not touched.
+    - single outlier pixels inside the object: none of the 8 neighbours within ``tolerance``
+      (default 5 % of the view's value range, at least 3 levels) of the pixel's value while
+      at least six neighbours are foreground (replaced by the median of their foreground
+      neighbours). Steep surfaces and the tips of one-pixel-wide parts keep at least one
+      neighbour at their depth, so they are not touched.
 
     Returns the cleaned values (same dtype) and counts of what was changed.
     """
@@ -89,7 +89,7 @@ def remove_specks(values: np.ndarray, *, max_speck_pixels: int = 200, relative_s
 
 @numba.njit(cache=True)
 def _replace_outliers(values_in, out, tolerance):
-    """Replace foreground pixels with ≥ 6 foreground neighbours of which < 2 are within ``tolerance``
+    """Replace foreground pixels with ≥ 6 foreground neighbours of which none is within ``tolerance``
     by the median of those neighbours; decisions use the unmodified ``values_in``."""
     h, w = values_in.shape
     replaced = 0
@@ -111,7 +111,7 @@ def _replace_outliers(values_in, out, tolerance):
                         n_fg += 1
                         if abs(float(x) - float(c)) <= tolerance:
                             n_near += 1
-            if n_fg >= 6 and n_near < 2:
+            if n_fg >= 6 and n_near == 0:
                 out[i, j] = np.round(np.median(neigh[:n_fg]))
                 replaced += 1
     return replaced

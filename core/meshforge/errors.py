@@ -19,7 +19,7 @@ from typing import Any
 
 
 class MeshforgeError(Exception):
-    """Root of meshforge's errors. Raised directly only for unexpected internal failures."""
+    """Raised when meshforge itself fails unexpectedly (a bug); the root of every meshforge error."""
 
     code = "INTERNAL"
     http_status = 500
@@ -350,7 +350,7 @@ class WorkerLost(ReconstructionError):
 
 
 class Cancelled(MeshforgeError):
-    """Raised inside a running model when its job has been cancelled."""
+    """Raised when a job was cancelled by request (inside the running model, at its next check)."""
 
     code = "CANCELLED"
     http_status = 409

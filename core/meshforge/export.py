@@ -4,7 +4,9 @@ Both are in the capture's world frame unchanged: glTF is +Y up, metres-agnostic,
 our frame. The material is unlit (``KHR_materials_unlit``, with a PBR fallback of
 roughness 1, metallic 0) because textures hold the colour the cameras saw, lighting
 included; viewers that ignore the extension show the same texture under their lights.
-UVs are stored with glTF's v-down convention (v_gltf = 1 − v) and OBJ's v-up one.
+UVs are stored with glTF's v-down convention (v_gltf = 1 − v) and OBJ's v-up one. Vertex
+colours are sRGB in OBJ ('v x y z r g b', as Blender and three.js read them) and linear in
+glTF (COLOR_0 is linear by the specification).
 """
 
 from __future__ import annotations
@@ -30,6 +32,12 @@ def encode_png(image: np.ndarray, compress_level: int = 1) -> bytes:
     return buf.getvalue()
 
 
+def srgb_to_linear(colors: np.ndarray) -> np.ndarray:
+    """Linear float64 values in [0, 1] of uint8 sRGB colours (the sRGB transfer function, IEC 61966-2-1)."""
+    c = np.asarray(colors, dtype=np.float64) / 255.0
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
 def _pad4(data: bytes, fill: bytes = b"\x00") -> bytes:
     return data + fill * (-len(data) % 4)
 
@@ -39,6 +47,9 @@ def glb_bytes(mesh: TexturedMesh, texture_png: bytes | None = None, name: str = 
     positions = np.ascontiguousarray(mesh.vertices, np.float32)
     indices = np.ascontiguousarray(mesh.faces, np.uint32)
     normals = np.ascontiguousarray(mesh.vertex_normals(), np.float32)
+    # vertices in no triangle of non-zero area (poles of a UV sphere, unused ones) have no normal,
+    # but glTF requires unit length everywhere; they draw nothing, so any unit vector does
+    normals[np.einsum("ij,ij->i", normals, normals) < 0.5] = (0.0, 1.0, 0.0)
     chunks: list[bytes] = []
     views, accessors = [], []
 
@@ -80,7 +91,7 @@ def glb_bytes(mesh: TexturedMesh, texture_png: bytes | None = None, name: str = 
         doc["textures"] = [{"sampler": 0, "source": 0}]
         material["pbrMetallicRoughness"]["baseColorTexture"] = {"index": 0, "texCoord": 0}
     elif mesh.vertex_colors is not None:
-        colours = np.ascontiguousarray(mesh.vertex_colors.astype(np.float32) / 255.0)
+        colours = np.ascontiguousarray(srgb_to_linear(mesh.vertex_colors), np.float32)  # glTF: COLOR_0 is linear
         attributes["COLOR_0"] = add_accessor(colours, FLOAT, "VEC3", ARRAY)
     index_acc = add_accessor(indices.reshape(-1), UINT, "SCALAR", ELEMENT)
     doc["meshes"] = [{"name": name, "primitives": [{"attributes": attributes, "indices": index_acc,

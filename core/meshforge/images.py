@@ -14,7 +14,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from .archive import Limits
 from .errors import (EmptyMask, ImageNotSquare, ImageSizeOutOfRange, ImageTooLarge, UnreadableImage,
@@ -58,7 +58,10 @@ def _open(file: str, data: bytes) -> Image.Image:
         try:
             return Image.open(io.BytesIO(data))
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageTooLarge(file=file, width="?", height="?", limit="?", reason=str(exc)) from None
+            raise ImageTooLarge(f"{file} declares too many pixels to be opened safely ({exc})", file=file,
+                                reason=str(exc)) from None
+        except UnidentifiedImageError:  # its message names the BytesIO object, not the file
+            raise UnreadableImage(file=file, reason="not a PNG or JPEG file: no image format recognised") from None
         except Exception as exc:  # Pillow raises many types for garbage input
             raise UnreadableImage(file=file, reason=f"{type(exc).__name__}: {exc}") from None
 

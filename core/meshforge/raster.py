@@ -59,8 +59,8 @@ def _raster_rows(u, v, z, faces, width, row0, row1, cull, face_buf, depth_buf, b
         area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
         if area == 0.0:
             continue
-        if cull and area < 0.0:
-            continue  # image-space winding is clockwise for front faces (v grows downwards)
+        if cull and area > 0.0:
+            continue  # v grows downwards, so front faces wind clockwise on screen: negative area
         ymin = max(row0, int(np.floor(min(y0, y1, y2) - 0.5)))
         ymax = min(row1 - 1, int(np.ceil(max(y0, y1, y2) - 0.5)))
         xmin = max(0, int(np.floor(min(x0, x1, x2) - 0.5)))

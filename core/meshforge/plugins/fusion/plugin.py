@@ -22,7 +22,7 @@ OPTIONS = (
     Option("min_component", "float", 0.01, "drop parts smaller than this fraction of the largest part",
            minimum=0.0, maximum=1.0),
     Option("unwrap_time_limit_s", "float", 30.0, "time limit of the xatlas UV unwrap before falling back "
-           "to the view atlas", minimum=1.0, maximum=600.0),
+           "to the view atlas", minimum=0.1, maximum=600.0),
 )
 
 

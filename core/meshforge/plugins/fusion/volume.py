@@ -6,7 +6,11 @@ Each view says two things about a point x in space (planar depth z of x in that 
   distance to the silhouette's outline at depth z;
 - x projects onto the object at observed depth D: if z < D the view saw through x, so x
   is outside by D − z; if z > D, x is behind the observed surface (−(z − D)) and the view
-  knows nothing more.
+  knows nothing more. Depth is only known to within its quantisation (one level of an
+  8-bit relative map is about 0.5 % of the object) and, for relative depth, the accuracy of
+  its estimated scale, so a view claims free space only beyond a slack of that size:
+  otherwise rounding in one view would shave the rims that another view's silhouette
+  defines to a fraction of a pixel.
 
 The object is what no view saw through: sdf(x) = max over views of those values
 (positive outside). Its zero set passes exactly through every observed depth sample, is
@@ -83,7 +87,8 @@ def _depth_at(depth, fi, fj, edge):
 
 
 @numba.njit(cache=True, inline="always")
-def _sdf_at(x, y, z, rotations, translations, intrinsics, sizes, depths, has_depth, silhouettes, edges, truncation):
+def _sdf_at(x, y, z, rotations, translations, intrinsics, sizes, depths, has_depth, silhouettes, edges, slack,
+            truncation):
     """max over views of what each view says about the point (x, y, z); see the module docstring."""
     best = -truncation
     seen = False
@@ -112,7 +117,7 @@ def _sdf_at(x, y, z, rotations, translations, intrinsics, sizes, depths, has_dep
             continue  # a silhouette without depth knows nothing inside the outline
         else:
             dval = _depth_at(depths[k], fi, fj, edges[k])
-            s = 0.0 if dval <= 0.0 else dval - zd
+            s = 0.0 if dval <= 0.0 else dval - zd - slack[k]
         if s > best:
             best = s
             if best >= truncation:
@@ -181,7 +186,7 @@ def _classify_blocks(origin, step, block, bdims, radius, rotations, translations
 
 @numba.njit(cache=True, parallel=True)
 def _fill_blocks(origin, step, block, dims, blocks, classes, rotations, translations, intrinsics, sizes, depths,
-                 has_depth, silhouettes, edges, truncation, out):
+                 has_depth, silhouettes, edges, slack, truncation, out):
     for n in numba.prange(blocks.shape[0]):
         bx, by, bz = blocks[n, 0], blocks[n, 1], blocks[n, 2]
         cls = classes[bx, by, bz]
@@ -195,7 +200,7 @@ def _fill_blocks(origin, step, block, dims, blocks, classes, rotations, translat
                     else:
                         out[ix, iy, iz] = _sdf_at(origin[0] + ix * step, origin[1] + iy * step, origin[2] + iz * step,
                                                   rotations, translations, intrinsics, sizes, depths, has_depth,
-                                                  silhouettes, edges, truncation)
+                                                  silhouettes, edges, slack, truncation)
 
 
 def _footprint_extrema(depth: np.ndarray, radius_px: int, cell: int = 4) -> tuple[np.ndarray, np.ndarray]:
@@ -227,20 +232,22 @@ def _stack(images: list, pad: float = 0.0) -> np.ndarray:
 
 
 @numba.njit(cache=True, parallel=True)
-def _sdf_points(points, rotations, translations, intrinsics, sizes, depths, has_depth, silhouettes, edges,
+def _sdf_points(points, rotations, translations, intrinsics, sizes, depths, has_depth, silhouettes, edges, slack,
                 truncation, out):
     for n in numba.prange(points.shape[0]):
         out[n] = _sdf_at(points[n, 0], points[n, 1], points[n, 2], rotations, translations, intrinsics, sizes,
-                         depths, has_depth, silhouettes, edges, truncation)
+                         depths, has_depth, silhouettes, edges, slack, truncation)
 
 
 class HullField:
     """The depth hull's signed distance as a function: grids (:meth:`grid`) and points (:meth:`at`).
 
     Per-view lookups (silhouette distances, depth maps, camera matrices) are prepared once.
+    ``slack_levels``: free space is claimed only beyond this many depth levels (see the
+    module docstring).
     """
 
-    def __init__(self, views):
+    def __init__(self, views, slack_levels: float = 0.5):
         self.views = list(views)
         with ThreadPoolExecutor(max_workers=2) as pool:  # distance transforms release the GIL
             sils = list(pool.map(silhouette_distance,
@@ -270,12 +277,13 @@ class HullField:
         self.depths = _stack(depths)
         self.silhouettes = _stack(sils)
         self.edges = np.asarray(edges, np.float64)
+        self.slack = np.array([slack_levels * v.depth_step for v in self.views], np.float64)
 
     def at(self, points: np.ndarray, truncation: float) -> np.ndarray:
         """(N, 3) world points -> (N,) float32 signed distance (positive outside)."""
         out = np.empty(len(points), np.float32)
         _sdf_points(np.ascontiguousarray(points, np.float64), *self.args, self.depths, self.has_depth,
-                    self.silhouettes, self.edges, float(truncation), out)
+                    self.silhouettes, self.edges, self.slack, float(truncation), out)
         return out
 
     def refine(self, vertices: np.ndarray, step: float, iterations: int = 3) -> tuple[np.ndarray, dict]:
@@ -354,7 +362,7 @@ def depth_hull_sdf(views, origin: np.ndarray, step: float, dims: tuple[int, int,
     out = np.empty(dims, np.float32)
     blocks = np.argwhere(np.ones(tuple(bdims), bool)).astype(np.int64)
     _fill_blocks(origin, float(step), block, dims_a, blocks, classes, *field.args, field.depths, field.has_depth,
-                 field.silhouettes, field.edges, float(truncation), out)
+                 field.silhouettes, field.edges, field.slack, float(truncation), out)
     stats = {"blocks": int(classes.size), "mixed_blocks": int((classes == _MIXED).sum()),
              "inside_blocks": int((classes == _INSIDE).sum())}
     # cubes that can hold the surface have their lower corner in a mixed block: the pruning
