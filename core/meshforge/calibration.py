@@ -319,19 +319,34 @@ def estimate_rig(masks: dict, values: dict, *, points: int = 400, seed: int = 0)
         fov_range_degrees=fov_range, candidates=candidates, seconds=round(time.perf_counter() - t0, 3))
 
 
+def _polish(fun, x0: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """Bounded robust least squares from ``x0``; ``x0`` itself when that does not improve the cost.
+
+    A polish refines a solution the searches already found, so it may only move within
+    tight bounds (an unbounded run once drifted to scales of e^700).
+    """
+    start = float(np.mean(_soft_l1(fun(x0))))
+    try:
+        r = least_squares(fun, x0, loss="soft_l1", f_scale=1.0, x_scale="jac", max_nfev=100, diff_step=1e-4,
+                          bounds=(lower, upper))
+    except (ValueError, FloatingPointError, OverflowError):
+        return x0
+    return r.x if float(np.mean(_soft_l1(r.fun))) < start else x0
+
+
 def _polish_proportional(prob: _Problem, fov: float, a: dict) -> tuple[float, dict]:
+    """Joint polish of the field of view and the proportional scales on silhouette + free-space residuals."""
     names, size = prob.names, prob.size
     zeros = {k: 0.0 for k in names}
     x0 = np.concatenate([[fov], np.log([a[k] for k in names])])
+    span = np.concatenate([[0.2 * fov], np.full(len(names), 0.1)])
 
     def fun(x):
         return prob.residuals(_rig_for_views(1.0, float(x[0]), size, names),
                               {k: math.exp(x[1 + i]) for i, k in enumerate(names)}, zeros)
 
-    r = least_squares(fun, x0, loss="soft_l1", f_scale=1.0, x_scale="jac", max_nfev=100, diff_step=1e-4)
-    if np.mean(_soft_l1(r.fun)) > np.mean(_soft_l1(fun(x0))):
-        return fov, a
-    return float(r.x[0]), {k: math.exp(r.x[1 + i]) for i, k in enumerate(names)}
+    x = _polish(fun, x0, x0 - span, x0 + span)
+    return float(x[0]), {k: math.exp(x[1 + i]) for i, k in enumerate(names)}
 
 
 def _polish_scales(prob: _Problem, cameras: dict, a: dict) -> dict:
@@ -343,10 +358,8 @@ def _polish_scales(prob: _Problem, cameras: dict, a: dict) -> dict:
     def fun(x):
         return prob.residuals(cameras, {k: math.exp(x[i]) for i, k in enumerate(names)}, zeros)
 
-    r = least_squares(fun, x0, loss="soft_l1", f_scale=1.0, x_scale="jac", max_nfev=100, diff_step=1e-4)
-    if np.mean(_soft_l1(r.fun)) > np.mean(_soft_l1(fun(x0))):
-        return a
-    return {k: math.exp(r.x[i]) for i, k in enumerate(names)}
+    x = _polish(fun, x0, x0 - 0.1, x0 + 0.1)
+    return {k: math.exp(x[i]) for i, k in enumerate(names)}
 
 
 def _fit_affine(prob: _Problem, fov: float, a: dict) -> tuple[float, dict, dict]:

@@ -121,6 +121,7 @@ def assess(mesh, capture: Capture, model: str, options: dict, *, holdout: bool, 
     scorers = manager.available("quality_scorer")
     if not scorers:
         return None
+    progress.update(0.0, "scoring")
     views = list(capture.views)
     heldout_runs: dict | None = None
     if holdout:
@@ -180,7 +181,7 @@ def run_model(capture: Capture, model: str, options: dict, out: str | Path, *, s
         if score:
             t2 = time.perf_counter()
             quality = assess(result.mesh, capture, model, options, holdout=holdout,
-                             progress=progress.slice(0.75, 0.9, "scoring"), manager=manager)
+                             progress=progress.slice(0.75, 0.9), manager=manager)
             outcome.timings["quality"] = round(time.perf_counter() - t2, 3)
             if quality is not None:
                 bundle.write_json(partial / bundle.QUALITY, quality.to_dict())

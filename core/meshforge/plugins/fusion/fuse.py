@@ -93,7 +93,7 @@ def fuse(capture: Capture, options: dict, progress: Progress) -> tuple[TexturedM
         mesh = TexturedMesh(vertices, faces, vertex_colors=colours)
         tex_stats["texture"] = "vertex_colors"
     lap("texture")
-    progress.update(1.0, "done")
+    progress.update(1.0)
     estimates = {
         "grid": {"dims": list(dims), "voxel_size": step, "origin": lo.tolist(), **grid_stats},
         "faces": {"marching_cubes": raw_faces, "final": int(len(mesh.faces))},
