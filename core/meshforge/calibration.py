@@ -179,28 +179,37 @@ class _Problem:
             costs.append(c)
         return out, float(np.mean(costs))
 
+    def cross_views(self, cams: dict, a: dict, b: dict):
+        """Every view's sampled points seen from every other view.
+
+        Yields (k, j, sdf, gap, z, camera j): for view k's points in view j, the signed
+        silhouette distance in pixels (> 0 outside), the gap between view j's observed depth
+        and the points' depth (> 0: the point floats in front of what view j saw), and the
+        points' planar depth in view j.
+        """
+        for k in self.names:
+            pts = self.points(k, cams[k], a[k], b[k])
+            for j in self.names:
+                if j == k:
+                    continue
+                uv, z = cams[j].project(pts)
+                sdf, vmin = self.views[j].lookup(uv)
+                yield k, j, sdf, a[j] * vmin + b[j] - z, z, cams[j]
+
     def residuals(self, cams: dict, a: dict, b: dict, agreement: float = 0.0) -> np.ndarray:
         """Silhouette excess, free-space violations (pixels) and, optionally, depth agreement.
 
         For relative depth one raw level is ``a`` world units, the resolution of the data.
         """
         res = []
-        for k in self.names:
-            pts = self.points(k, cams[k], a[k], b[k])
-            for j in self.names:
-                if j == k:
-                    continue
-                cam = cams[j]
-                uv, z = cam.project(pts)
-                sdf, vmin = self.views[j].lookup(uv)
-                inside = sdf <= 0
-                footprint = np.maximum(z, 1e-9) / cam.fx
-                quant = a[j] + a[k]  # one depth level of each view
-                gap = a[j] * vmin + b[j] - z  # > 0: the point floats in front of what view j saw
-                res.append(np.maximum(sdf - 0.5, 0.0))
-                res.append(np.where(inside, np.maximum(gap - quant, 0.0) / footprint, 0.0))
-                if agreement:
-                    res.append(agreement * np.where(inside, np.minimum(np.abs(gap), 4 * quant) / quant, 0.0))
+        for k, j, sdf, gap, z, cam in self.cross_views(cams, a, b):
+            inside = sdf <= 0
+            footprint = np.maximum(z, 1e-9) / cam.fx
+            quant = a[j] + a[k]  # one depth level of each view
+            res.append(np.maximum(sdf - 0.5, 0.0))
+            res.append(np.where(inside, np.maximum(gap - quant, 0.0) / footprint, 0.0))
+            if agreement:
+                res.append(agreement * np.where(inside, np.minimum(np.abs(gap), 4 * quant) / quant, 0.0))
         return np.concatenate(res)
 
 
@@ -213,23 +222,15 @@ def consistency_report(problem: _Problem, cams: dict, a: dict, b: dict, level: d
     right for relative depth).
     """
     level = a if level is None else level
+    outs: dict = {k: [] for k in problem.names}
+    excess: dict = {k: [] for k in problem.names}
+    for k, j, sdf, gap, z, cam in problem.cross_views(cams, a, b):
+        quant = 2 * (level[j] + level[k])
+        outs[k].append((sdf > SILHOUETTE_TOLERANCE_PX) | ((sdf <= 0) & (gap > quant + 2 * z / cam.fx)))
+        excess[k].append(np.maximum(sdf, 0.0))
     per_view, all_out = {}, []
     for k in problem.names:
-        pts = problem.points(k, cams[k], a[k], b[k])
-        outs, excess = [], []
-        for j in problem.names:
-            if j == k:
-                continue
-            cam = cams[j]
-            uv, z = cam.project(pts)
-            sdf, vmin = problem.views[j].lookup(uv)
-            gap = a[j] * vmin + b[j] - z
-            quant = 2 * (level[j] + level[k])
-            out = (sdf > SILHOUETTE_TOLERANCE_PX) | ((sdf <= 0) & (gap > quant + 2 * z / cam.fx))
-            outs.append(out)
-            excess.append(np.maximum(sdf, 0.0))
-        o = np.concatenate(outs)
-        e = np.concatenate(excess)
+        o, e = np.concatenate(outs[k]), np.concatenate(excess[k])
         per_view[k] = {"outlier_fraction": round(float(o.mean()), 4),
                        "silhouette_excess_rms_px": round(float(np.sqrt(np.mean(e * e))), 3)}
         all_out.append(o)

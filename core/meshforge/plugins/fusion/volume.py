@@ -87,23 +87,27 @@ def _depth_at(depth, fi, fj, edge):
 
 
 @numba.njit(cache=True, inline="always")
+def _project(r, t, intr, x, y, z):
+    """World point -> (u, v, planar depth) in a view with world-to-camera rotation r, translation t."""
+    pcx = r[0, 0] * x + r[0, 1] * y + r[0, 2] * z + t[0]
+    pcy = r[1, 0] * x + r[1, 1] * y + r[1, 2] * z + t[1]
+    zd = -(r[2, 0] * x + r[2, 1] * y + r[2, 2] * z + t[2])
+    if zd <= 1e-12:
+        return -1.0, -1.0, zd
+    return intr[0] * pcx / zd + intr[2], intr[3] - intr[1] * pcy / zd, zd
+
+
+@numba.njit(cache=True, inline="always")
 def _sdf_at(x, y, z, rotations, translations, intrinsics, sizes, depths, has_depth, silhouettes, edges, slack,
             truncation):
     """max over views of what each view says about the point (x, y, z); see the module docstring."""
     best = -truncation
     seen = False
     for k in range(rotations.shape[0]):
-        r = rotations[k]
-        t = translations[k]
-        pcx = r[0, 0] * x + r[0, 1] * y + r[0, 2] * z + t[0]
-        pcy = r[1, 0] * x + r[1, 1] * y + r[1, 2] * z + t[1]
-        pcz = r[2, 0] * x + r[2, 1] * y + r[2, 2] * z + t[2]
-        zd = -pcz
+        u, v, zd = _project(rotations[k], translations[k], intrinsics[k], x, y, z)
         if zd <= 1e-9:
             continue
         fx = intrinsics[k, 0]
-        u = fx * pcx / zd + intrinsics[k, 2]
-        v = intrinsics[k, 3] - intrinsics[k, 1] * pcy / zd
         size = sizes[k]
         if u < 0.0 or v < 0.0 or u >= size or v >= size:
             continue  # the view did not see this point at all
@@ -147,18 +151,11 @@ def _classify_blocks(origin, step, block, bdims, radius, rotations, translations
                 inside_all = True
                 cls = _MIXED
                 for k in range(n_views):
-                    r = rotations[k]
-                    t = translations[k]
-                    pcx = r[0, 0] * x + r[0, 1] * y + r[0, 2] * z + t[0]
-                    pcy = r[1, 0] * x + r[1, 1] * y + r[1, 2] * z + t[1]
-                    pcz = r[2, 0] * x + r[2, 1] * y + r[2, 2] * z + t[2]
-                    zd = -pcz
+                    u, v, zd = _project(rotations[k], translations[k], intrinsics[k], x, y, z)
                     if zd - radius <= 1e-9:
                         inside_all = False
                         continue
                     fx = intrinsics[k, 0]
-                    u = fx * pcx / zd + intrinsics[k, 2]
-                    v = intrinsics[k, 3] - intrinsics[k, 1] * pcy / zd
                     r_px = radius * fx / (zd - radius) + 1.0
                     size = sizes[k]
                     if u < r_px or v < r_px or u >= size - r_px or v >= size - r_px:
