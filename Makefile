@@ -4,12 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 PACKAGES := -e core -e plugins/metrics -e plugins/nvdiffrec -e plugins/reconviagen
 STAMP := $(VENV)/.installed
+# exact pins: the releases this project is tested with (meshforge-metrics needs torch, piq needs torchvision)
+TORCH := torch==2.14.1 torchvision==0.29.1
 
 .PHONY: demo test install clean
 
 $(STAMP): core/pyproject.toml $(wildcard plugins/*/pyproject.toml) requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet $(PACKAGES) -r requirements-dev.txt
 	touch $(STAMP)
 

@@ -74,10 +74,10 @@ class Sphere(Reconstructor):
 class AlwaysFails(QualityScorer):
     spec = ComponentSpec("strict", "1.0", "classifies everything as failure")
 
-    def evaluate(self, mesh, capture, views, progress):
+    def evaluate(self, mesh, capture, views, progress, options):
         return {v: {"psnr": 5.0, "ssim": 0.1} for v in views}
 
-    def classify(self, fit, heldout, timings):
+    def classify(self, fit, heldout, timings, options):
         return QualityReport("failure", "PSNR 5.0 dB is below the failure band", {"psnr": 5.0, "ssim": 0.1})
 
 

@@ -219,8 +219,12 @@ class Previewer(Component):
 
     @abstractmethod
     def preview(self, mesh: "TexturedMesh", capture: "Capture", out_dir: Path, progress: "Progress",
-                quality: "QualityReport | None" = None) -> list[Path]:
-        """Write preview images of ``mesh`` into ``out_dir`` and return their paths."""
+                quality: "QualityReport | None", options: dict) -> list[Path]:
+        """Write preview images of ``mesh`` into ``out_dir`` and return their paths.
+
+        ``quality`` is the result's quality report when it was scored; ``options`` are this
+        previewer's resolved options.
+        """
 
 
 # ── quality scorers ──────────────────────────────────────────────────────────────────────
@@ -256,9 +260,11 @@ class QualityScorer(Component):
     kind = "quality_scorer"
 
     @abstractmethod
-    def evaluate(self, mesh: "TexturedMesh", capture: "Capture", views: list[str], progress: "Progress") -> dict:
+    def evaluate(self, mesh: "TexturedMesh", capture: "Capture", views: list[str], progress: "Progress",
+                 options: dict) -> dict:
         """Per-view figures of ``mesh`` seen from the capture's cameras: ``{view: {metric: value}}``."""
 
     @abstractmethod
-    def classify(self, fit: dict, heldout: dict | None, timings: dict) -> QualityReport:
-        """The verdict from fit-view figures (views the model saw) and, when measured, held-out figures."""
+    def classify(self, fit: dict, heldout: dict | None, timings: dict, options: dict) -> QualityReport:
+        """The verdict from fit-view figures (views the model saw) and, when measured, held-out figures
+        (each view scored on a reconstruction made without it)."""

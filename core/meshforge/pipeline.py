@@ -37,8 +37,11 @@ def now_iso() -> str:
 
 def validate_request(models: str | list[str] | None, options: dict | None,
                      manager: PluginManager | None = None) -> tuple[list[str], dict]:
-    """Check a request before spending time on it -> (model names, resolved options per model).
+    """Check a request before spending time on it -> (model names, resolved options).
 
+    ``options`` is ``{name: {option: value}}`` where a name is a selected model or an
+    installed previewer or quality scorer (e.g. ``{"metrics": {"normal_psnr": 28}}``). The
+    result has an entry for every selected model and every available previewer and scorer.
     Raises UnknownModel, ModelUnavailable or InvalidOptions with the valid choices in the message.
     """
     manager = manager or get_manager()
@@ -55,17 +58,19 @@ def validate_request(models: str | list[str] | None, options: dict | None,
     options = options or {}
     if not isinstance(options, dict):
         raise InvalidOptions(where="options", reason="expected a JSON object keyed by model name")
-    extra = sorted(set(options) - set(names))
+    helpers = {c.spec.name: c for kind in ("previewer", "quality_scorer") for c in manager.available(kind)}
+    extra = sorted(set(options) - set(names) - set(helpers))
     if extra:
-        raise InvalidOptions(where="options", reason=f"options given for {', '.join(map(repr, extra))}, which is not "
-                                                     f"among the selected models ({', '.join(names)})")
+        raise InvalidOptions(where="options", reason=f"options given for {', '.join(map(repr, extra))}, which is "
+                                                     f"neither a selected model ({', '.join(names)}) nor an installed "
+                                                     f"previewer or scorer ({', '.join(sorted(helpers)) or 'none'})")
     resolved = {}
-    for name in names:
-        rec = manager.reconstructor(name)  # UnknownModel / ModelUnavailable
-        model_options = options.get(name) or {}
-        if not isinstance(model_options, dict):
+    components = [(name, manager.reconstructor(name)) for name in names]  # UnknownModel / ModelUnavailable
+    for name, component in components + sorted(helpers.items()):
+        given = options.get(name) or {}
+        if not isinstance(given, dict):
             raise InvalidOptions(where=f"options.{name}", reason="expected a JSON object of option: value")
-        resolved[name] = rec.resolve_options(model_options)
+        resolved[name] = component.resolve_options(given)
     return names, resolved
 
 
@@ -112,7 +117,7 @@ class ModelOutcome:
 
 
 def assess(mesh, capture: Capture, model: str, options: dict, *, holdout: bool, progress: Progress,
-           manager: PluginManager) -> QualityReport | None:
+           manager: PluginManager, component_options: dict | None = None) -> QualityReport | None:
     """Score a result with every available quality scorer; None when none is installed.
 
     With ``holdout``, the model is re-run once per view with that view left out and scored
@@ -136,15 +141,16 @@ def assess(mesh, capture: Capture, model: str, options: dict, *, holdout: bool, 
                 heldout_runs[view] = result.mesh
     reports = []
     for scorer in scorers:
+        opts = (component_options or {}).get(scorer.spec.name) or scorer.resolve_options(None)
         t0 = time.perf_counter()
-        fit = call(scorer, "evaluate", mesh, capture, views, progress.slice(0.0, 0.1, "scoring"))
+        fit = call(scorer, "evaluate", mesh, capture, views, progress.slice(0.0, 0.1, "scoring"), opts)
         heldout = None
         if heldout_runs is not None:
             heldout = {}
             for view, held_mesh in heldout_runs.items():
-                heldout.update(call(scorer, "evaluate", held_mesh, capture, [view], progress.slice(0.7, 0.8)))
+                heldout.update(call(scorer, "evaluate", held_mesh, capture, [view], progress.slice(0.7, 0.8), opts))
         timings = {"scoring": round(time.perf_counter() - t0, 3)}
-        report = call(scorer, "classify", fit, heldout, timings)
+        report = call(scorer, "classify", fit, heldout, timings, opts)
         report.details.setdefault("scorer", scorer.spec.name)
         reports.append(report)
     worst = max(reports, key=lambda r: QualityReport.SEVERITY.get(r.status, 2))
@@ -154,9 +160,12 @@ def assess(mesh, capture: Capture, model: str, options: dict, *, holdout: bool, 
 
 
 def run_model(capture: Capture, model: str, options: dict, out: str | Path, *, score: bool = True,
-              holdout: bool = False, progress: Progress | None = None,
-              manager: PluginManager | None = None) -> ModelOutcome:
+              holdout: bool = False, progress: Progress | None = None, manager: PluginManager | None = None,
+              component_options: dict | None = None) -> ModelOutcome:
     """Reconstruct, write, score and preview one model into ``out/<model>/``.
+
+    ``options`` are the model's resolved options; ``component_options`` maps previewer and
+    scorer names to theirs (as returned by :func:`validate_request`).
 
     Never raises for the model's own failures: they are recorded in the outcome (status
     ``failed`` with the error code, or ``cancelled``). A quality verdict of ``failure``
@@ -181,7 +190,8 @@ def run_model(capture: Capture, model: str, options: dict, out: str | Path, *, s
         if score:
             t2 = time.perf_counter()
             quality = assess(result.mesh, capture, model, options, holdout=holdout,
-                             progress=progress.slice(0.75, 0.9), manager=manager)
+                             progress=progress.slice(0.75, 0.9), manager=manager,
+                             component_options=component_options)
             outcome.timings["quality"] = round(time.perf_counter() - t2, 3)
             if quality is not None:
                 bundle.write_json(partial / bundle.QUALITY, quality.to_dict())
@@ -194,8 +204,9 @@ def run_model(capture: Capture, model: str, options: dict, out: str | Path, *, s
         if previewers:
             t3 = time.perf_counter()
             for previewer in previewers:
+                opts = (component_options or {}).get(previewer.spec.name) or previewer.resolve_options(None)
                 call(previewer, "preview", result.mesh, capture, partial / bundle.PREVIEWS,
-                     progress.slice(0.9, 1.0, "previews"), quality)
+                     progress.slice(0.9, 1.0, "previews"), quality, opts)
             outcome.timings["previews"] = round(time.perf_counter() - t3, 3)
         bundle.publish(out, model, partial)
         published = True
@@ -247,7 +258,7 @@ def run(source: str | Path, models: str | list[str] | None = None, out: str | Pa
     for i, name in enumerate(names):
         span = progress.slice(0.1 + 0.9 * i / len(names), 0.1 + 0.9 * (i + 1) / len(names), f"{name}")
         outcomes.append(run_model(capture, name, resolved[name], out, score=score, holdout=holdout,
-                                  progress=span, manager=manager))
+                                  progress=span, manager=manager, component_options=resolved))
         if outcomes[-1].status == "cancelled":
             break
     report = make_report(outcomes, capture, created=created, started=created, finished=now_iso())

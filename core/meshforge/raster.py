@@ -168,6 +168,65 @@ def rasterize(camera: Camera, vertices: np.ndarray, faces: np.ndarray, *, cull_b
     return _rasterize_screen(uv[:, 0], uv[:, 1], z, faces, camera.width, camera.height, cull_backfaces, band_rows)
 
 
+@numba.njit(cache=True, parallel=True)
+def _shade(face, bary, faces, face_offset, uv, texture, colors, factor, out):
+    """Colour of every pixel whose face belongs to one part: texture (bilinear, repeat) if given,
+    else vertex colours, else the flat ``factor``; values in [0, 1]."""
+    h, w = face.shape
+    n_faces = faces.shape[0]
+    th, tw = texture.shape[0], texture.shape[1]
+    textured = th > 1 or tw > 1
+    coloured = colors.shape[0] > 1
+    for i in numba.prange(h):
+        for j in range(w):
+            f = face[i, j] - face_offset
+            if f < 0 or f >= n_faces:
+                continue
+            a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
+            w0, w1, w2 = bary[i, j, 0], bary[i, j, 1], bary[i, j, 2]
+            for ch in range(3):
+                out[i, j, ch] = factor[ch]
+            if textured:
+                u = w0 * uv[a, 0] + w1 * uv[b, 0] + w2 * uv[c, 0]
+                v = w0 * uv[a, 1] + w1 * uv[b, 1] + w2 * uv[c, 1]
+                u -= np.floor(u)
+                v -= np.floor(v)
+                x = u * tw - 0.5
+                y = (1.0 - v) * th - 0.5
+                x0 = int(np.floor(x))
+                y0 = int(np.floor(y))
+                fx = x - x0
+                fy = y - y0
+                xa, xb = x0 % tw, (x0 + 1) % tw
+                ya, yb = y0 % th, (y0 + 1) % th
+                for ch in range(3):
+                    top = texture[ya, xa, ch] * (1 - fx) + texture[ya, xb, ch] * fx
+                    bottom = texture[yb, xa, ch] * (1 - fx) + texture[yb, xb, ch] * fx
+                    out[i, j, ch] *= (top * (1 - fy) + bottom * fy) / 255.0
+            elif coloured:
+                for ch in range(3):
+                    out[i, j, ch] *= (w0 * colors[a, ch] + w1 * colors[b, ch] + w2 * colors[c, ch]) / 255.0
+
+
+def shade(fragments: Fragments, faces: np.ndarray, face_offset: int, *, uv: np.ndarray | None = None,
+          texture: np.ndarray | None = None, vertex_colors: np.ndarray | None = None, factor=(1.0, 1.0, 1.0),
+          out: np.ndarray | None = None) -> np.ndarray:
+    """Colour the pixels of one mesh part in place -> (H, W, 3) float32 in [0, 1].
+
+    Pixels whose face index is in [face_offset, face_offset + len(faces)) get the part's
+    texture looked up through ``uv`` (the :func:`sample_texture` convention), else its
+    vertex colours, times ``factor``; other pixels are left as they are.
+    """
+    h, w = fragments.face.shape
+    out = np.zeros((h, w, 3), np.float32) if out is None else out
+    tex = np.zeros((1, 1, 3), np.uint8) if texture is None or uv is None else np.ascontiguousarray(texture)
+    uvs = np.zeros((1, 2), np.float32) if uv is None else np.ascontiguousarray(uv, np.float32)
+    cols = np.zeros((1, 3), np.uint8) if vertex_colors is None else np.ascontiguousarray(vertex_colors, np.uint8)
+    _shade(fragments.face, fragments.bary, np.ascontiguousarray(faces, np.int64), int(face_offset), uvs, tex, cols,
+           np.asarray(factor, np.float32), out)
+    return out
+
+
 def interpolate(fragments: Fragments, attributes: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Per-vertex attributes (N, C) -> per-pixel (H, W, C) float32; 0 where no face is visible."""
     attributes = np.asarray(attributes)

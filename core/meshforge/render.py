@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from .camera import Camera
 from .mesh import TexturedMesh, merge
-from .raster import Fragments, interpolate, rasterize, sample_texture
+from .raster import Fragments, interpolate, rasterize, shade
 
 
 @dataclass
@@ -25,43 +26,69 @@ class Rendering:
         color: (H, W, 3) float32 sRGB in [0, 1], background colour where nothing was drawn.
         depth: (H, W) float32 planar z in world units, 0 for background.
         mask: (H, W) float32 coverage in [0, 1] (0 or 1 without supersampling).
-        normal: (H, W, 3) float32 unit world-frame normals of the visible faces, 0 for background.
+        normal: (H, W, 3) float32 unit world-frame normals of the visible surface facing the
+            camera, 0 for background; None unless rendered with ``shading="lit"``.
     """
 
     color: np.ndarray
     depth: np.ndarray
     mask: np.ndarray
-    normal: np.ndarray
+    normal: np.ndarray | None
 
 
-def shade_albedo(parts: list[TexturedMesh], faces: np.ndarray, owner: np.ndarray, fragments: Fragments) -> np.ndarray:
+def shade_albedo(parts: list[TexturedMesh], fragments: Fragments) -> np.ndarray:
     """(H, W, 3) float32 albedo of the visible surface (0 for background)."""
-    h, w = fragments.face.shape
-    out = np.zeros((h, w, 3), np.float32)
-    visible = fragments.mask
-    part_of_pixel = np.full((h, w), -1, np.int32)
-    part_of_pixel[visible] = owner[fragments.face[visible]]
+    out = np.zeros(fragments.face.shape + (3,), np.float32)
     offset = 0
-    for k, part in enumerate(parts):
-        sel = part_of_pixel == k
-        if sel.any():
-            local = fragments.face[sel] - offset
-            f = part.faces[local]
-            b = fragments.bary[sel]
-            if part.is_textured:
-                uv = (part.uv[f] * b[..., None]).sum(axis=1)
-                rgb = sample_texture(part.texture, uv) / 255.0
-            elif part.vertex_colors is not None:
-                rgb = (part.vertex_colors[f].astype(np.float32) * b[..., None]).sum(axis=1) / 255.0
-            else:
-                rgb = np.ones((int(sel.sum()), 3), np.float32)
-            out[sel] = np.clip(rgb * part.base_color, 0.0, 1.0)
+    for part in parts:
+        shade(fragments, part.faces, offset, uv=part.uv if part.is_textured else None,
+              texture=part.texture if part.is_textured else None, vertex_colors=part.vertex_colors,
+              factor=np.clip(part.base_color, 0.0, 1.0), out=out)
         offset += len(part.faces)
     return out
 
 
+@numba.njit(cache=True, parallel=True)
+def _box(image, s, out):
+    h, w, c = out.shape
+    scale = 1.0 / (s * s)
+    for i in numba.prange(h):
+        for j in range(w):
+            for ch in range(c):
+                acc = 0.0
+                for dy in range(s):
+                    for dx in range(s):
+                        acc += image[i * s + dy, j * s + dx, ch]
+                out[i, j, ch] = acc * scale
+
+
+def box_downsample(image: np.ndarray, s: int) -> np.ndarray:
+    """Average s×s blocks of an (H, W) or (H, W, C) array -> float32."""
+    if s == 1:
+        return image.astype(np.float32)
+    flat = image.ndim == 2
+    src = np.ascontiguousarray(image[..., None] if flat else image)
+    out = np.empty((src.shape[0] // s, src.shape[1] // s, src.shape[2]), np.float32)
+    _box(src, s, out)
+    return out[..., 0] if flat else out
+
+
+def smooth_normals(mesh: TexturedMesh) -> np.ndarray:
+    """(N, 3) unit vertex normals averaged over vertices at the same position, so that texture
+    seams (where vertices are split) do not show in shading."""
+    _, weld, inverse = np.unique(mesh.vertices, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    tri = mesh.vertices[mesh.faces].astype(np.float64)
+    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    acc = np.zeros((len(weld), 3))
+    for k in range(3):
+        np.add.at(acc, inverse[mesh.faces[:, k]], n)
+    acc /= np.maximum(np.linalg.norm(acc, axis=1, keepdims=True), 1e-20)
+    return acc[inverse].astype(np.float32)
+
+
 def render(mesh: TexturedMesh | list[TexturedMesh], camera: Camera, *, background=(1.0, 1.0, 1.0),
-           shading: str = "albedo", supersample: int = 1) -> Rendering:
+           shading: str = "albedo", supersample: int = 1, normals: np.ndarray | None = None) -> Rendering:
     """Render a mesh (or a list of parts) from ``camera``.
 
     Parameters:
@@ -69,43 +96,46 @@ def render(mesh: TexturedMesh | list[TexturedMesh], camera: Camera, *, backgroun
         camera: the camera; output size is its ``width`` × ``height``.
         background: RGB in [0, 1] for pixels that show no surface.
         shading: ``"albedo"`` (unlit, comparable with capture views) or ``"lit"``
-            (albedo × (0.35 + 0.65·max(0, n·l)) with the light at the camera, for previews).
-        supersample: draw at this factor and box-filter down, for smooth edges in previews.
+            (albedo × (0.35 + 0.65·|n·v|) with the light at the camera, for previews).
+        supersample: draw at this factor and box-filter down, for smooth edges.
+        normals: (N, 3) per-vertex normals for ``"lit"`` (e.g. :func:`smooth_normals`);
+            face normals when None.
+
+    ``Rendering.normal`` is computed for ``"lit"`` shading only.
     """
+    if shading not in ("albedo", "lit"):
+        raise ValueError(f"unknown shading {shading!r}; use 'albedo' or 'lit'")
     parts = mesh if isinstance(mesh, list) else [mesh]
-    vertices, faces, owner = merge(parts)
+    vertices, faces, _ = merge(parts)
     cam = camera.scaled(camera.width * supersample, camera.height * supersample) if supersample > 1 else camera
     frags = rasterize(cam, vertices, faces)
-    albedo = shade_albedo(parts, faces, owner, frags)
-    normal = np.zeros_like(albedo)
-    if len(faces):
-        tri = vertices[faces].astype(np.float64)
-        fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-        fn /= np.maximum(np.linalg.norm(fn, axis=1, keepdims=True), 1e-20)
-        vis = frags.mask
-        n = fn[frags.face[vis]]
-        # face the viewer: two-sided surfaces, and inward-wound meshes still look right
-        toward = cam.position[None, :] - (vertices[faces[frags.face[vis]]].mean(axis=1))
-        n *= np.sign(np.einsum("ij,ij->i", n, toward))[:, None]
-        normal[vis] = n
+    color = shade_albedo(parts, frags)
     mask = frags.mask.astype(np.float32)
-    color = albedo
+    normal = None
     if shading == "lit":
-        light = cam.position[None, None, :] - np.zeros(3)
-        light = light / np.linalg.norm(light)
-        lambert = np.clip((normal * light).sum(-1, keepdims=True), 0.0, 1.0)
-        color = albedo * (0.35 + 0.65 * lambert)
-    elif shading != "albedo":
-        raise ValueError(f"unknown shading {shading!r}; use 'albedo' or 'lit'")
-    bg = np.asarray(background, np.float32)
-    color = color * mask[..., None] + bg * (1.0 - mask[..., None])
+        normal = np.zeros_like(color)
+        vis = frags.mask
+        if normals is not None and len(parts) == 1:
+            n = interpolate(frags, normals, faces)[vis]
+            n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-20)
+        else:
+            tri = vertices[faces[frags.face[vis]]].astype(np.float64)
+            n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+            n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-20)
+        rows, cols = np.nonzero(vis)
+        view_dirs = cam.pixel_grid_rays()[rows, cols]
+        view_dirs /= np.linalg.norm(view_dirs, axis=1, keepdims=True)
+        # two-sided: the head-light lights whichever side faces the camera
+        lambert = np.abs(np.einsum("ij,ij->i", n, view_dirs))
+        color[vis] *= (0.35 + 0.65 * lambert)[:, None]
+        normal[vis] = n * -np.sign(np.einsum("ij,ij->i", n, view_dirs))[:, None]
     depth = frags.depth
-    if supersample > 1:
+    if supersample > 1:  # colour is 0 off the surface, so compositing after averaging is the same
         s = supersample
-        h, w = camera.height, camera.width
-        color = color.reshape(h, s, w, s, 3).mean(axis=(1, 3))
-        mask = mask.reshape(h, s, w, s).mean(axis=(1, 3))
-        normal = normal.reshape(h, s, w, s, 3).mean(axis=(1, 3))
-        normal /= np.maximum(np.linalg.norm(normal, axis=-1, keepdims=True), 1e-20)
+        color, mask = box_downsample(color, s), box_downsample(mask, s)
+        if shading == "lit":
+            normal = box_downsample(normal, s)
+            normal /= np.maximum(np.linalg.norm(normal, axis=-1, keepdims=True), 1e-20)
         depth = depth[s // 2::s, s // 2::s]
-    return Rendering(color.astype(np.float32), depth.astype(np.float32), mask.astype(np.float32), normal.astype(np.float32))
+    color += np.asarray(background, np.float32) * (1.0 - mask[..., None])
+    return Rendering(color, depth, mask, normal)

@@ -1,4 +1,4 @@
-"""Shared fixtures: where the shared data lives, and synthetic captures rendered once per session.
+"""Shared fixtures (loaded by the root conftest.py): where the shared data lives, and synthetic captures rendered once per session.
 
 Tests read data from ../shared (or $MESHFORGE_SHARED); nothing from there is copied into
 the packages. Synthetic captures come from meshforge's own ``render_capture``.

@@ -1,0 +1,3 @@
+"""Fixtures shared by the core tests (tests/) and the plugins' tests (plugins/*/tests/)."""
+
+pytest_plugins = ["tests.fixtures"]
