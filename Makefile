@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-PACKAGES := -e core -e plugins/metrics -e plugins/nvdiffrec -e plugins/reconviagen
+PACKAGES := -e core -e plugins/metrics -e plugins/nvdiffrec -e plugins/reconviagen -e service
 STAMP := $(VENV)/.installed
 # exact pins: the releases this project is tested with (meshforge-metrics needs torch, piq needs torchvision)
 TORCH := torch==2.14.1 torchvision==0.29.1

@@ -228,27 +228,29 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limits: Limits) -> 
     return b"".join(chunks)
 
 
-def read_zip(path: str | Path, limits: Limits = Limits()) -> CaptureFiles:
-    """The capture files of a ZIP archive at ``path``, checked against ``limits``."""
+def read_zip(path: str | Path, limits: Limits = Limits(), name: str | None = None) -> CaptureFiles:
+    """The capture files of a ZIP archive at ``path``, checked against ``limits``; ``name`` is how
+    messages call the file (e.g. the name it was uploaded under)."""
     path = Path(path)
+    shown = name or path.name
     size = path.stat().st_size
     if size > limits.max_archive_bytes:
-        raise CaptureTooLarge(what=f"the upload {path.name!r}", size=size, limit=limits.max_archive_bytes)
+        raise CaptureTooLarge(what=f"the upload {shown!r}", size=size, limit=limits.max_archive_bytes)
     with open(path, "rb") as fh:
         head = fh.read(4)
     if head[:2] != b"PK":
         kind = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff\xe0": "a JPEG image", b"%PDF": "a PDF"}.get(head, None)
         if size == 0:
             kind = "an empty file"
-        raise NotAZip(name=path.name, reason=f"it looks like {kind}" if kind else "no ZIP signature at its start")
+        raise NotAZip(name=shown, reason=f"it looks like {kind}" if kind else "no ZIP signature at its start")
     try:
         zf = zipfile.ZipFile(path)
     except zipfile.BadZipFile as exc:
-        raise (NotAZip(name=path.name, reason=str(exc)) if head != b"PK\x03\x04" and head != b"PK\x05\x06"
-               else CorruptArchive(reason=f"{path.name}: its central directory (at the end of a ZIP) is missing or "
+        raise (NotAZip(name=shown, reason=str(exc)) if head != b"PK\x03\x04" and head != b"PK\x05\x06"
+               else CorruptArchive(reason=f"{shown}: its central directory (at the end of a ZIP) is missing or "
                                           f"unreadable; was the upload cut short?")) from None
     except (OSError, EOFError, ValueError) as exc:
-        raise CorruptArchive(reason=f"{path.name}: {exc}") from None
+        raise CorruptArchive(reason=f"{shown}: {exc}") from None
     with zf:
         infos = zf.infolist()
         _check_infos(infos, limits, size)
@@ -300,11 +302,11 @@ def read_directory(path: str | Path, limits: Limits = Limits()) -> CaptureFiles:
     return files
 
 
-def read_capture_files(path: str | Path, limits: Limits = Limits()) -> CaptureFiles:
-    """A capture's files from a ZIP archive or a directory."""
+def read_capture_files(path: str | Path, limits: Limits = Limits(), name: str | None = None) -> CaptureFiles:
+    """A capture's files from a ZIP archive or a directory (``name``: how messages call a ZIP)."""
     p = Path(path)
     if p.is_dir():
         return read_directory(p, limits)
     if not p.exists():
         raise FileNotFoundError(f"no such file or directory: {p}")
-    return read_zip(p, limits)
+    return read_zip(p, limits, name)

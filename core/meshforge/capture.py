@@ -176,9 +176,13 @@ def _check_same_size(headers: dict, kind: str, label: str) -> None:
             raise SizeMismatch(file=h.file, size=h.width, other=first.file, other_size=first.width, kind=label)
 
 
-def inspect_capture(source: str | Path | CaptureFiles, limits: Limits = Limits()) -> CaptureManifest:
-    """Check a capture without decoding its pixels; raises a :class:`CaptureError` subclass."""
-    files = source if isinstance(source, CaptureFiles) else read_capture_files(source, limits)
+def inspect_capture(source: str | Path | CaptureFiles, limits: Limits = Limits(),
+                    name: str | None = None) -> CaptureManifest:
+    """Check a capture without decoding its pixels; raises a :class:`CaptureError` subclass.
+
+    ``name`` is how error messages call the archive (e.g. the name it was uploaded under).
+    """
+    files = source if isinstance(source, CaptureFiles) else read_capture_files(source, limits, name)
     headers: dict = {}
     if files.transforms is not None:
         tf = parse_transforms_json(files.transforms[1], files.transforms[0])

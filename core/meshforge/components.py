@@ -134,6 +134,7 @@ class ComponentSpec:
         needs: what it needs from the machine.
         uses_view_subsets: a reconstructor that can run on a capture with views left out
             (needed for held-out scoring).
+        low_memory: options for one retry after running out of memory (empty: no retry).
     """
 
     name: str
@@ -142,6 +143,7 @@ class ComponentSpec:
     options: tuple[Option, ...] = ()
     needs: Needs = field(default_factory=Needs)
     uses_view_subsets: bool = True
+    low_memory: dict = field(default_factory=dict)
 
     def option(self, name: str) -> Option | None:
         return next((o for o in self.options if o.name == name), None)
@@ -149,7 +151,7 @@ class ComponentSpec:
     def to_dict(self) -> dict:
         return {"name": self.name, "version": self.version, "description": self.description,
                 "options": [o.to_dict() for o in self.options], "needs": asdict(self.needs),
-                "uses_view_subsets": self.uses_view_subsets}
+                "uses_view_subsets": self.uses_view_subsets, "low_memory": dict(self.low_memory)}
 
 
 class Component(ABC):

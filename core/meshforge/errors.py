@@ -273,6 +273,30 @@ class UnsupportedMediaType(RequestError):
     template = "expected {expected}, got {got!r}"
 
 
+class IdempotencyConflict(RequestError):
+    """Raised when an Idempotency-Key is reused with a different request body."""
+
+    code = "IDEMPOTENCY_KEY_REUSED"
+    http_status = 409
+    template = "the Idempotency-Key {key!r} was used for another request (job {job_id}); use a new key"
+
+
+class RouteNotFound(RequestError):
+    """Raised when a request names no endpoint of the API."""
+
+    code = "NOT_FOUND"
+    http_status = 404
+    template = "no endpoint {method} {path}; the API is described at /schema"
+
+
+class MethodNotAllowed(RequestError):
+    """Raised when an endpoint exists but not for the request's HTTP method."""
+
+    code = "METHOD_NOT_ALLOWED"
+    http_status = 405
+    template = "{path} does not accept {method}"
+
+
 class Unauthorized(RequestError):
     """Raised when an API key is required and missing or wrong."""
 

@@ -26,7 +26,7 @@ import pluggy
 
 from . import hookspecs
 from .components import Availability, Component, Previewer, QualityScorer, Reconstructor
-from .errors import Cancelled, MeshforgeError, ModelUnavailable, PluginFailed, UnknownModel
+from .errors import Cancelled, MeshforgeError, ModelOutOfMemory, ModelUnavailable, PluginFailed, UnknownModel
 
 ENTRY_POINT_GROUP = "meshforge.plugins"
 
@@ -228,9 +228,10 @@ def call(component: Component, method: str, *args, **kwargs):
     except (MeshforgeError, Cancelled, KeyboardInterrupt):
         raise
     except MemoryError as exc:
-        from .errors import ModelOutOfMemory
         raise ModelOutOfMemory(model=component.spec.name, reason=f"host memory exhausted ({exc!r})") from exc
     except Exception as exc:
+        if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError, without importing torch
+            raise ModelOutOfMemory(model=component.spec.name, reason=str(exc).splitlines()[0]) from exc
         raise PluginFailed(plugin=component.spec.name, call=method, reason=_describe(exc)) from exc
 
 

@@ -36,13 +36,15 @@ def now_iso() -> str:
 
 
 def validate_request(models: str | list[str] | None, options: dict | None,
-                     manager: PluginManager | None = None) -> tuple[list[str], dict]:
+                     manager: PluginManager | None = None, check_available: bool = True) -> tuple[list[str], dict]:
     """Check a request before spending time on it -> (model names, resolved options).
 
     ``options`` is ``{name: {option: value}}`` where a name is a selected model or an
     installed previewer or quality scorer (e.g. ``{"metrics": {"normal_psnr": 28}}``). The
     result has an entry for every selected model and every available previewer and scorer.
     Raises UnknownModel, ModelUnavailable or InvalidOptions with the valid choices in the message.
+    ``check_available=False`` skips this process's availability checks (a service asks its
+    workers instead).
     """
     manager = manager or get_manager()
     if models is None or models == "" or models == []:
@@ -58,6 +60,10 @@ def validate_request(models: str | list[str] | None, options: dict | None,
     options = options or {}
     if not isinstance(options, dict):
         raise InvalidOptions(where="options", reason="expected a JSON object keyed by model name")
+    installed = manager.components("reconstructor")
+    unknown = [n for n in names if n not in installed]
+    if unknown:  # the model names first: options for a misspelt model would only confuse
+        raise UnknownModel(model=unknown[0], choices=", ".join(sorted(installed)) or "none")
     helpers = {c.spec.name: c for kind in ("previewer", "quality_scorer") for c in manager.available(kind)}
     extra = sorted(set(options) - set(names) - set(helpers))
     if extra:
@@ -65,7 +71,8 @@ def validate_request(models: str | list[str] | None, options: dict | None,
                                                      f"neither a selected model ({', '.join(names)}) nor an installed "
                                                      f"previewer or scorer ({', '.join(sorted(helpers)) or 'none'})")
     resolved = {}
-    components = [(name, manager.reconstructor(name)) for name in names]  # UnknownModel / ModelUnavailable
+    components = [(name, manager.reconstructor(name) if check_available else installed[name].component)
+                  for name in names]  # UnknownModel / ModelUnavailable
     for name, component in components + sorted(helpers.items()):
         given = options.get(name) or {}
         if not isinstance(given, dict):

@@ -1,0 +1,159 @@
+"""One model run in a child process of the worker.
+
+The child loads the capture, runs :func:`meshforge.pipeline.run_model` and writes its
+outcome to a file; it reports progress to the job store itself and polls the job's
+cancel flag between steps (cooperative cancellation). The worker only watches:
+
+- cancel requested: the child normally stops within a second or two; after
+  ``cancel_grace_s`` it is killed, with its own children;
+- time limit exceeded: killed, ``MODEL_TIMEOUT``;
+- the child vanished (killed by the kernel's OOM killer, a segfault in a native
+  library): ``WORKER_LOST``;
+- ``MODEL_OOM`` from a model that declares lower-memory options: one retry with them.
+
+Children are started with *spawn* (not fork: the worker has threads and sockets open) and
+ask the kernel to kill them when the worker dies, so a killed worker leaves no orphan
+computing on the GPU.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from meshforge.errors import ModelTimeout, WorkerLost
+
+from .settings import Settings
+from .store import JobStore, connect
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Linux: have the kernel send ``sig`` to this process when its parent exits (PR_SET_PDEATHSIG)."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(sig))
+        except OSError:
+            pass
+
+
+class _Throttle:
+    """Calls ``fn`` at most every ``interval`` seconds (always for the final value)."""
+
+    def __init__(self, interval: float):
+        self.interval, self.last = interval, 0.0
+
+    def ready(self, force: bool = False) -> bool:
+        now = time.monotonic()
+        if force or now - self.last >= self.interval:
+            self.last = now
+            return True
+        return False
+
+
+def _child(env: dict, job_id: str, model: str, options: dict, component_options: dict, score: bool,
+           holdout: bool, job_dir: str, outcome_path: str) -> None:
+    die_with_parent()
+    os.environ.update(env)
+    from meshforge.capture import load_capture
+    from meshforge.errors import MeshforgeError
+    from meshforge.pipeline import ModelOutcome, run_model
+    from meshforge.progress import Progress
+
+    settings = Settings.from_env()
+    store = JobStore(connect(settings.redis_url), settings.namespace)
+    write_throttle, cancel_throttle = _Throttle(0.5), _Throttle(0.25)
+    cancelled = [False]
+
+    def on_update(event):
+        if write_throttle.ready(event.fraction >= 1.0):
+            store.set_model(job_id, model, stage=event.stage, progress=round(event.fraction, 4))
+
+    def is_cancelled():
+        if not cancelled[0] and cancel_throttle.ready():
+            cancelled[0] = store.cancel_requested(job_id)
+        return cancelled[0]
+
+    progress = Progress(on_update, is_cancelled)
+    folder = Path(job_dir)
+    try:
+        capture = load_capture(folder / "input.zip", progress=progress.slice(0.0, 0.05, "loading the capture"))
+        summary = folder / "input.json"
+        if not summary.exists():
+            tmp = folder / ".input.json.tmp"
+            tmp.write_text(json.dumps(capture.summary(), default=str))
+            os.replace(tmp, summary)
+        outcome = run_model(capture, model, options, folder / "result", score=score, holdout=holdout,
+                            progress=progress.slice(0.05, 1.0), component_options=component_options)
+        data = outcome.to_dict()
+    except MeshforgeError as exc:  # the capture could not be loaded: this model fails with its code
+        data = ModelOutcome(model, status="failed", error=exc.to_dict(), options=options).to_dict()
+    tmp = Path(outcome_path + ".tmp")
+    tmp.write_text(json.dumps(data, default=str))
+    os.replace(tmp, outcome_path)
+
+
+def _kill_tree(pid: int) -> None:
+    try:
+        parent = psutil.Process(pid)
+        for child in parent.children(recursive=True):
+            child.kill()
+        parent.kill()
+    except psutil.NoSuchProcess:
+        pass
+
+
+def run_in_child(settings: Settings, store: JobStore, job_id: str, model: str, options: dict,
+                 component_options: dict, *, score: bool = True, holdout: bool = False,
+                 on_child=None) -> dict:
+    """Run one model in a child process and return its outcome (``ModelOutcome.to_dict()``)."""
+    job_dir = settings.jobs_dir / job_id
+    outcome_path = job_dir / f".{model}.outcome.json"
+    outcome_path.unlink(missing_ok=True)
+    ctx = multiprocessing.get_context("spawn")
+    proc = ctx.Process(target=_child, name=f"meshforge-{model}-{job_id[:8]}",
+                       args=(settings.to_env(), job_id, model, options, component_options, score, holdout,
+                             str(job_dir), str(outcome_path)))
+    proc.start()
+    if on_child is not None:
+        on_child(proc.pid)
+    started = time.monotonic()
+    cancel_seen, error = None, None
+    while True:
+        proc.join(0.25)
+        if proc.exitcode is not None:
+            break
+        now = time.monotonic()
+        if cancel_seen is None and store.cancel_requested(job_id):
+            cancel_seen = now
+        if cancel_seen is not None and now - cancel_seen > settings.cancel_grace_s:
+            _kill_tree(proc.pid)
+            proc.join()
+            return {"name": model, "status": "cancelled", "options": options,
+                    "error": {"code": "CANCELLED", "message": f"cancelled by request; the model did not stop within "
+                                                              f"{settings.cancel_grace_s:g} s and was killed",
+                              "details": {"killed": True}}}
+        if now - started > settings.model_time_limit_s:
+            _kill_tree(proc.pid)
+            proc.join()
+            error = ModelTimeout(model=model, limit_s=settings.model_time_limit_s)
+            break
+    if error is None and proc.exitcode == 0 and outcome_path.exists():
+        outcome = json.loads(outcome_path.read_text())
+        outcome_path.unlink(missing_ok=True)
+        return outcome
+    if error is None:
+        if cancel_seen is not None:
+            return {"name": model, "status": "cancelled", "options": options,
+                    "error": {"code": "CANCELLED", "message": "cancelled by request", "details": {}}}
+        how = (f"killed by signal {-proc.exitcode}" if proc.exitcode and proc.exitcode < 0
+               else f"exit code {proc.exitcode} without a result")
+        error = WorkerLost(model=model, reason=f"the model's process vanished ({how})", exit_code=proc.exitcode)
+    return {"name": model, "status": "failed", "options": options, "error": error.to_dict()}

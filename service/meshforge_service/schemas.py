@@ -1,0 +1,103 @@
+"""The API's request and response shapes (shared/spec/api.md); they drive the OpenAPI schema at /schema."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import msgspec
+from litestar.datastructures import UploadFile
+
+JobStatus = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
+ModelStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class ErrorBody(msgspec.Struct):
+    code: str
+    message: str
+    details: dict[str, Any] = {}
+
+
+class ErrorResponse(msgspec.Struct):
+    error: ErrorBody
+
+
+class Quality(msgspec.Struct, omit_defaults=True):
+    status: Literal["normal", "warning", "failure"]
+    psnr: float | None = None
+    ssim: float | None = None
+    reason: str | None = None
+
+
+class ModelState(msgspec.Struct, omit_defaults=True):
+    status: ModelStatus
+    stage: str = ""
+    progress: float = 0.0
+    error: ErrorBody | None = None
+    quality: Quality | None = None
+    timings: dict[str, float] = {}
+    warnings: list[str] = []
+
+
+class Links(msgspec.Struct):
+    self: str
+    download: str
+    cancel: str
+    events: str
+
+
+class Job(msgspec.Struct):
+    job_id: str
+    status: JobStatus
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    progress: float
+    models: dict[str, ModelState]
+    error: ErrorBody | None
+    links: Links
+
+
+class JobPage(msgspec.Struct):
+    jobs: list[Job]
+    next_cursor: float | None
+
+
+class CancelChallenge(msgspec.Struct):
+    confirm_token: str
+    expires_at: str
+
+
+class Component(msgspec.Struct, omit_defaults=True):
+    name: str
+    available: bool
+    version: str | None = None
+    description: str | None = None
+    reason: str | None = None
+    options: list[dict[str, Any]] = []
+    needs: dict[str, Any] = {}
+    workers: int | None = None
+
+
+class Models(msgspec.Struct):
+    reconstructors: list[Component]
+    previewers: list[Component]
+    quality_scorers: list[Component]
+
+
+class Health(msgspec.Struct):
+    status: str
+    checks: dict[str, Any] = {}
+
+
+@dataclass
+class JobForm:
+    """``POST /jobs`` (multipart/form-data)."""
+
+    file: UploadFile
+    models: str | None = None
+    options: str | None = None
+
+
+def job(data: dict) -> Job:
+    return msgspec.convert(data, Job)
