@@ -1,31 +1,134 @@
-"""Entry point of the nvdiffrec reconstructor.
+"""Entry point of the nvdiffrec reconstructor (Munkberg et al., CVPR 2022, reimplemented on nvdiffrast).
 
-Skeleton only: the plugin registers, so discovery, listing and request validation treat it
-like any model, and it reports itself unavailable until the implementation lands (issue 5).
+Needs a CUDA GPU and PyPI's ``diffrp-nvdiffrast`` (compiled on first use, ~35 s, or at
+image build time in docker/Dockerfile). ``MESHFORGE_NVDIFFREC_ALLOW_CPU=1`` makes it
+available without a GPU on the pure-PyTorch backend: the test path, slow beyond tiny sizes.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from importlib import metadata
 
 from meshforge import hookimpl
-from meshforge.components import Availability, ComponentSpec, Needs, Reconstructor
-from meshforge.errors import ModelUnavailable
+from meshforge.components import (Availability, ComponentSpec, Needs, Option, ReconstructionResult,
+                                  Reconstructor)
+from meshforge.errors import ModelOutOfMemory
+
+OPTIONS = (
+    Option("iterations_pass1", "int", 400, "DMTet iterations (all views per iteration)", minimum=0, maximum=20000),
+    Option("iterations_pass2", "int", 300, "texture iterations with the mesh fixed", minimum=0, maximum=20000),
+    Option("grid_resolution", "int", 160, "tet-grid cells along the object's longest side", minimum=8,
+           maximum=512),
+    Option("band_cells", "float", 3.0, "keep tets within this many cells of the initial surface", minimum=1.0,
+           maximum=20.0),
+    Option("train_res", "int", 1024, "render size in pass 1", minimum=32, maximum=4096),
+    Option("render_res", "int", 2048, "render size in pass 2", minimum=32, maximum=4096),
+    Option("uv_layout", "str", "views", "views: charts from the views that see each face, texture starts from "
+           "their pixels (full resolution); xatlas: unwrap, then bake", choices=("views", "xatlas")),
+    Option("texture_size", "int", 4096, "largest side of the texture map", minimum=64, maximum=8192),
+    Option("target_faces", "int", 200_000, "faces of the final mesh", minimum=1_000, maximum=2_000_000),
+    Option("unwrap_max_faces", "int", 60_000, "xatlas layout: decimate to this many faces first (xatlas is slow)",
+           minimum=1_000, maximum=2_000_000),
+    Option("lr_geometry", "float", 0.01, "Adam learning rate of SDF and offsets", minimum=1e-6, maximum=1e6),
+    Option("lr_texture", "float", 0.03, "Adam learning rate of the colour field (pass 1)", minimum=1e-6,
+           maximum=1e6),
+    Option("lr_texture_pass2", "float", 0.01, "Adam learning rate of the texture map (pass 2)", minimum=1e-6,
+           maximum=1e6),
+    Option("mask_weight", "float", 2.0, "weight of the silhouette loss", minimum=0, maximum=100),
+    Option("depth_weight", "float", 1.0, "weight of the depth loss", minimum=0, maximum=100),
+    Option("laplacian_weight", "float", 0.1, "weight of the surface smoothness (umbrella Laplacian, in cells²)",
+           minimum=0, maximum=1000),
+    Option("colour_grid", "str", "64,128,256", "resolutions of the pass-1 colour grids"),
+    Option("appearance", "str", "baked", "baked: the views' colour as albedo (lighting included)",
+           choices=("baked",)),
+    Option("unwrap_time_limit_s", "float", 60.0, "xatlas time limit before the view-atlas fallback", minimum=0.1,
+           maximum=3600),
+    Option("time_budget_s", "float", 50.0, "stop optimising after this long and keep the best result so far",
+           minimum=1, maximum=86400),
+    Option("seed", "int", 0, "random seed", minimum=0, maximum=2**31 - 1),
+    Option("backend", "str", "auto", "auto: nvdiffrast on CUDA, PyTorch on CPU", choices=("auto", "nvdiffrast",
+                                                                                           "torch")),
+)
 
 
 class NvdiffrecReconstructor(Reconstructor):
+    """Differentiable-rendering optimisation of a DMTet surface and a texture, from fusion's shape."""
+
     spec = ComponentSpec(
         name="nvdiffrec",
         version=metadata.version("meshforge-nvdiffrec"),
-        description="differentiable-rendering optimisation of mesh and texture on nvdiffrast (CUDA)",
+        description="nvdiffrec on nvdiffrast: DMTet from fusion's shape + texture, optimised against the views",
+        options=OPTIONS,
         needs=Needs(gpu=True, gpu_memory_gb=16.0),
+        uses_view_subsets=True,
     )
 
     def availability(self) -> Availability:
-        return Availability.no("not implemented yet in this version of meshforge-nvdiffrec")
+        from importlib.util import find_spec
 
-    def reconstruct(self, capture, options, progress):
-        raise ModelUnavailable(model="nvdiffrec", reason=self.availability().reason)
+        if find_spec("torch") is None:
+            return Availability.no("needs PyTorch with CUDA: pip install torch (a CUDA build)")
+        if os.environ.get("MESHFORGE_NVDIFFREC_ALLOW_CPU") == "1":
+            return Availability.yes()
+        if find_spec("nvdiffrast") is None:
+            return Availability.no("needs nvdiffrast: pip install diffrp-nvdiffrast (compiles on first use)")
+        import torch  # only now: importing torch costs seconds
+
+        if not torch.cuda.is_available():
+            return Availability.no("needs a CUDA GPU (none visible here; set MESHFORGE_NVDIFFREC_ALLOW_CPU=1 for "
+                                   "the slow PyTorch test path)")
+        return Availability.yes()
+
+    def reconstruct(self, capture, options, progress) -> ReconstructionResult:
+        import torch
+
+        from .optimize import reconstruct
+
+        opts = dict(options)
+        opts["device"] = "cuda" if torch.cuda.is_available() and opts["backend"] != "torch" else "cpu"
+        opts["colour_grid"] = tuple(int(x) for x in str(opts["colour_grid"]).split(",") if x.strip())
+        start = time.perf_counter()
+        attempts = []
+        for attempt in range(2):
+            try:
+                mesh, run = reconstruct(capture, opts, progress)
+                break
+            except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
+                if not _out_of_memory(exc):
+                    raise
+                attempts.append({"train_res": opts["train_res"], "render_res": opts["render_res"],
+                                 "error": str(exc).splitlines()[0][:300]})
+                _free(torch)
+                if attempt == 1:
+                    raise ModelOutOfMemory(model="nvdiffrec", reason=f"{attempts[-1]['error']} (also after retrying "
+                                                                     f"at half resolution)", attempts=attempts) from exc
+                # one retry with half the render sizes and a coarser colour field
+                opts = {**opts, "train_res": max(32, opts["train_res"] // 2),
+                        "render_res": max(32, opts["render_res"] // 2),
+                        "texture_size": max(64, opts["texture_size"] // 2),
+                        "colour_grid": tuple(max(8, r // 2) for r in opts["colour_grid"])}
+        peak = torch.cuda.max_memory_allocated() / 2**30 if opts["device"] == "cuda" else None
+        estimates = {**run.stats, "peak_gpu_memory_gib": round(peak, 3) if peak is not None else None,
+                     "oom_retries": attempts}
+        warnings = list(run.warnings) + ([f"ran out of memory, retried at half resolution"] if attempts else [])
+        return ReconstructionResult(mesh, estimates, {**run.timings, "total": round(time.perf_counter() - start, 3)},
+                                    warnings, {"loss_curve": run.curve})
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    text = str(exc)
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text or "can't allocate memory" in text \
+        or "not enough memory" in text
+
+
+def _free(torch) -> None:
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 @hookimpl

@@ -1,0 +1,96 @@
+"""nvdiffrec against fusion on captures rendered from shared meshes: time, peak GPU memory, quality.
+
+Per mesh: render a contract capture (2048² views, 1024² depth) with 8 held-out orbit views
+and the ground truth; run fusion and nvdiffrec (default options, or ``--options``) and score
+both against the ground truth (F-score at 0.5 % and 1 % of the object size) and on the
+held-out views (PSNR, SSIM). Time is end to end per model: load_capture → reconstruct →
+write GLB/OBJ; nvdiffrec's first run also pays for compiling nvdiffrast and is reported
+separately. Run on the GPU machine (see benchmarks/README.md).
+
+    python benchmarks/nvdiffrec_bench.py --meshes spot,bob --data .device-data/meshes --out result.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+MESHES = {"spot": "spot/spot.obj", "bob": "bob/bob_tri.obj", "water_bottle": "water_bottle/WaterBottle.gltf",
+          "ycb_banana": "ycb_banana/textured_simple_reoriented.obj", "avocado": "avocado/Avocado.gltf",
+          "blub": "blub/blub_triangulated.obj", "wooden_stool": "wooden_stool/painted_wooden_stool_1k.gltf"}
+
+
+def timed_run(model: str, capture_path: Path, out: Path, options: dict) -> tuple[dict, object]:
+    import torch
+
+    import meshforge
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    capture = meshforge.load_capture(capture_path)
+    result = meshforge.reconstruct(capture, model, options)
+    meshforge.write_mesh_files(result.mesh, out)
+    seconds = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
+    return {"seconds": round(seconds, 2), "peak_gpu_gib": round(peak, 2) if peak is not None else None,
+            "timings": result.timings, "warnings": result.warnings,
+            "faces": int(len(result.mesh.faces)), "estimates": {k: v for k, v in result.estimates.items()
+                                                                if k in ("pass1", "pass2", "faces", "texture")}}, \
+        result.mesh
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--meshes", default="spot,bob,water_bottle,ycb_banana")
+    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "meshes"))
+    ap.add_argument("--work", default="/tmp/nvdiffrec-bench")
+    ap.add_argument("--options", default="{}", help="nvdiffrec options as JSON")
+    ap.add_argument("--label", default="default")
+    ap.add_argument("--skip-fusion", action="store_true")
+    ap.add_argument("--out")
+    args = ap.parse_args()
+
+    import meshforge
+    from meshforge.evaluation import geometry_scores, heldout_scores
+    from meshforge.mesh import load_parts
+
+    options = json.loads(args.options)
+    rows = []
+    for name in args.meshes.split(","):
+        work = Path(args.work) / name
+        capture = work / "capture.zip"
+        if not capture.exists():
+            meshforge.render_capture(Path(args.data) / MESHES[name], capture, heldout=8, heldout_dir=work / "heldout",
+                                     ground_truth=work / "gt.glb")
+        gt = load_parts(work / "gt.glb")
+        row = {"mesh": name}
+        for model, opts in (("fusion", {}), ("nvdiffrec", options)):
+            if model == "fusion" and args.skip_fusion:
+                continue
+            info, mesh = timed_run(model, capture, work / f"{model}-{args.label}", opts)
+            geo = geometry_scores(mesh, gt)
+            held = heldout_scores(mesh, work / "heldout")
+            info.update({"fscore@0.5%": round(geo["fscore@0.005"], 4), "fscore@1%": round(geo["fscore@0.01"], 4),
+                         "chamfer_l1": round(geo["chamfer_l1"], 5), "heldout_psnr": round(held["psnr"], 2),
+                         "heldout_ssim": round(held["ssim"], 4)})
+            row[model] = info
+            print(json.dumps({"mesh": name, "model": model, **{k: v for k, v in info.items()
+                                                              if k not in ("estimates", "timings")}}), flush=True)
+        rows.append(row)
+    import torch
+
+    result = {"benchmark": "nvdiffrec", "label": args.label, "options": options, "rows": rows,
+              "machine": {"gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                          "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__},
+              "command": f"python benchmarks/nvdiffrec_bench.py --meshes {args.meshes} --options '{args.options}'"}
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
