@@ -78,7 +78,8 @@ def glb_bytes(mesh: TexturedMesh, texture_png: bytes | None = None, name: str = 
                 "pbrMetallicRoughness": {"baseColorFactor": [*map(float, mesh.base_color), 1.0],
                                          "metallicFactor": 0.0, "roughnessFactor": 1.0},
                 "extensions": {"KHR_materials_unlit": {}}}
-    doc: dict = {"asset": {"version": "2.0", "generator": "meshforge"}, "scene": 0,
+    asset = {"version": "2.0", "generator": "meshforge", **({"extras": mesh.metadata} if mesh.metadata else {})}
+    doc: dict = {"asset": asset, "scene": 0,
                  "scenes": [{"nodes": [0]}], "nodes": [{"mesh": 0, "name": name}],
                  "extensionsUsed": ["KHR_materials_unlit"]}
     if mesh.is_textured:
@@ -119,6 +120,7 @@ def obj_text(mesh: TexturedMesh, mtl_name: str = "mesh.mtl") -> str:
     """OBJ text: positions (with vertex colours as the common 'v x y z r g b' extension when the
     mesh has no texture), UVs, and faces indexing both with the same number."""
     parts = ["# written by meshforge; capture world frame, +Y up\n"]
+    parts += [f"# {key}: {json.dumps(value)}\n" for key, value in mesh.metadata.items()]
     if mesh.is_textured:
         parts.append(f"mtllib {mtl_name}\nusemtl meshforge\n")
     if mesh.vertex_colors is not None and not mesh.is_textured:

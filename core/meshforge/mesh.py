@@ -25,6 +25,8 @@ class TexturedMesh:
         texture: (Ht, Wt, 3) uint8 sRGB image sampled through ``uv``, or None.
         vertex_colors: (N, 3) uint8 sRGB, used where there is no texture, or None.
         base_color: (3,) float multiplier of the colour (the material factor), 1 by default.
+        metadata: JSON-serialisable notes carried into the files (glTF ``asset.extras``, OBJ
+            comments), e.g. that a mesh comes from random test weights.
     """
 
     vertices: np.ndarray
@@ -33,6 +35,7 @@ class TexturedMesh:
     texture: np.ndarray | None = None
     vertex_colors: np.ndarray | None = None
     base_color: np.ndarray = field(default_factory=lambda: np.ones(3, np.float32))
+    metadata: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.vertices = np.ascontiguousarray(self.vertices, dtype=np.float32).reshape(-1, 3)
