@@ -3,7 +3,7 @@
 # the tests at the carried data, and builds nvdiffrast's CUDA plugin once.
 export PYTHONUNBUFFERED=1 NUMBA_CACHE_DIR=/tmp/numba-cache MESHFORGE_SHARED="$PWD/.device-data"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --target /tmp/site \
+python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --upgrade --target /tmp/site \
     ./core ./plugins/nvdiffrec ./plugins/metrics 2>&1 | grep -v "^WARNING" | tail -2
 export PYTHONPATH=/tmp/site
 python3 - <<'PY'

@@ -2,7 +2,7 @@
 
 nvdiffrec samples a hash-grid MLP at each surface point (tiny-cuda-nn); we use the same
 idea without the MLP or the hash: a few dense grids of increasing resolution over the
-object's box, trilinearly sampled and summed, then a sigmoid. Every grid cell gets its
+object's box, trilinearly sampled and summed (zero outside the box), then a sigmoid. Every grid cell gets its
 gradient directly, which converges in hundreds of iterations from six views and needs no
 compiled extension. The colour is unlit ("baked": the views' colour, lighting included).
 """
@@ -21,6 +21,8 @@ class ColourGrid(torch.nn.Module):
         self.register_buffer("lo", torch.as_tensor(lo, dtype=torch.float32, device=device))
         self.register_buffer("hi", torch.as_tensor(hi, dtype=torch.float32, device=device))
         extent = (self.hi - self.lo).max()
+        # a point that samples nothing and receives no gradient (zero padding outside the box)
+        self.register_buffer("outside", self.hi + 10 * extent)
         self.grids = torch.nn.ParameterList()
         for r in resolutions:
             dims = [max(2, int(torch.ceil(r * (self.hi[i] - self.lo[i]) / extent))) for i in range(3)]
@@ -33,7 +35,7 @@ class ColourGrid(torch.nn.Module):
         g = g.view(1, 1, 1, -1, 3)
         total = 0
         for grid in self.grids:
-            total = total + F.grid_sample(grid, g, mode="bilinear", padding_mode="border", align_corners=True)
+            total = total + F.grid_sample(grid, g, mode="bilinear", padding_mode="zeros", align_corners=True)
         return torch.sigmoid(total.view(3, -1).T)
 
     def smoothness(self) -> torch.Tensor:

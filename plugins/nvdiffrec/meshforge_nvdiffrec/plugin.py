@@ -38,7 +38,7 @@ OPTIONS = (
            maximum=1e6),
     Option("mask_weight", "float", 2.0, "weight of the silhouette loss", minimum=0, maximum=100),
     Option("depth_weight", "float", 1.0, "weight of the depth loss", minimum=0, maximum=100),
-    Option("laplacian_weight", "float", 0.1, "weight of the surface smoothness (umbrella Laplacian, in cells²)",
+    Option("laplacian_weight", "float", 1.0, "weight of the surface smoothness (umbrella Laplacian, in cells²)",
            minimum=0, maximum=1000),
     Option("colour_grid", "str", "64,128,256", "resolutions of the pass-1 colour grids"),
     Option("appearance", "str", "baked", "baked: the views' colour as albedo (lighting included)",
