@@ -45,13 +45,17 @@ OPTIONS = (
            "trained with ≤ 32768; 0: no limit)", minimum=0, maximum=262144),
     Option("frame", "str", "register", "register: fit the result to the capture's depth (24 orientations + "
            "similarity ICP); box: z-up → y-up, scaled onto the depth's bounding box", choices=("register", "box")),
-    Option("texture", "str", "views", "views: colour from the capture's photographs; model: the mesh decoder's "
-           "colours", choices=("views", "model")),
+    Option("texture", "str", "model", "model: the mesh decoder's colour head (the appearance decoder) baked onto "
+           "the UV atlas; views: colour from the capture's photographs", choices=("model", "views")),
     Option("target_faces", "int", 50_000, "faces after decimation", minimum=100, maximum=2_000_000),
     Option("texture_size", "int", 1024, "side of the texture atlas", minimum=64, maximum=8192),
     Option("unwrap_time_limit_s", "float", 60.0, "xatlas time limit before the fallback texture", minimum=0.1,
            maximum=3600),
 )
+
+
+#: voxel cap of the low-memory retry
+LOW_MEMORY_VOXELS = 16384
 
 
 class ReconViaGenReconstructor(Reconstructor):
@@ -113,17 +117,24 @@ class ReconViaGenReconstructor(Reconstructor):
         from . import pipeline
 
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)  # the peak reported is this job's
         start = time.perf_counter()
         attempts = []
         for attempt in range(2):
             low_memory = attempt == 1
+            # the retry: networks offloaded between stages, smaller attention batches and at most
+            # LOW_MEMORY_VOXELS voxels (a coarser structure: the "lower resolution" of this model)
+            run_options = dict(options)
+            if low_memory:
+                run_options["max_voxels"] = min(options["max_voxels"] or LOW_MEMORY_VOXELS, LOW_MEMORY_VOXELS)
             try:
                 with self._lock:
                     progress.update(0.0, "loading the networks")
                     loaded = time.perf_counter()
                     models = self._load(manifest, directory, device, offload=low_memory)
                     loading_s = time.perf_counter() - loaded
-                    mesh, run = pipeline.reconstruct(models, capture, options, progress,
+                    mesh, run = pipeline.reconstruct(models, capture, run_options, progress,
                                                      window_tokens=(1 << 18) if low_memory else (1 << 20))
                 break
             except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
@@ -140,7 +151,8 @@ class ReconViaGenReconstructor(Reconstructor):
         run.estimates.update({"peak_gpu_memory_gib": round(peak, 3) if peak is not None else None,
                               "oom_retries": attempts})
         if attempts:
-            run.warnings.append("ran out of GPU memory, retried with the networks offloaded to the CPU")
+            run.warnings.append(f"ran out of GPU memory, retried with the networks offloaded to the CPU and at most "
+                                f"{run_options['max_voxels']} voxels")
         run.timings["weights_loading"] = round(loading_s, 3)  # ~0 when this worker already holds them
         run.timings["total"] = round(time.perf_counter() - start, 3)
         return ReconstructionResult(mesh, run.estimates, run.timings, run.warnings)
