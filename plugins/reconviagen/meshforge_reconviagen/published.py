@@ -93,7 +93,7 @@ RVG_HUB = "esther11/trellis-vggt-v0-2 (= Stable-X/trellis-vggt-v0-2)"
 FILES = [
     ("dinov2_vitl14_reg4.safetensors", "dinov2", "",
      "DINOv2 ViT-L/14 with registers: dinov2_vitl14_reg4_pretrain.pth from dl.fbaipublicfiles.com/dinov2, "
-     "converted to safetensors (python -m meshforge_reconviagen.prepare_weights)"),
+     "converted to safetensors (plugins/reconviagen/README.md, section 'Weights')"),
     ("vggt_object.safetensors", "vggt_aggregator", "aggregator.",
      "model.safetensors of esther11/vggt-object-v0-1 (= Stable-X/vggt-object-v0-1); only aggregator.* is used"),
     ("ss_condition.safetensors", "ss_condition", "",
