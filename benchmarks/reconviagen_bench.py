@@ -2,7 +2,7 @@
 
 Random weights make no meaningful shape, so this measures cost only (issue 6 targets on one
 H100: ≤ 30 s per job and ≤ 16 GB peak, float16 torsos). The weights are written in the published
-layout (``manifests/full.json``, ~2.6 billion parameters) to a temporary directory and loaded
+layout (``manifests/full.json``: 2.64 billion parameters, 7.2 GiB) to a temporary directory and loaded
 through the same manifest check and loader as real weights. They are made with
 ``closed_box=True`` so that the occupancy decoder always yields a solid block of voxels, which
 ``max_voxels`` (default 32768, the most TRELLIS was trained with) caps to the ball nearest the
