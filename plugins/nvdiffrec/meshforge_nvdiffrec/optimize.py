@@ -14,9 +14,10 @@ or an xatlas unwrap (child process, time limit, view-atlas fallback) initialised
 the views; the texture is then optimised directly at ``render_res`` against all six views,
 on the pixels inside their silhouettes (edge pixels mix in the background).
 
-Failures: NaN/inf → MODEL_DID_NOT_CONVERGE with the loss curve; a pass-1 result that covers
-less than half of the views' silhouettes → MODEL_DID_NOT_CONVERGE; out of memory → one retry
-at half resolution, then MODEL_OOM; the time budget → the best result so far, with a warning.
+Failures: NaN/inf, or a pass-1 loss 100× above its start → MODEL_DID_NOT_CONVERGE with the loss
+curve; a pass-1 result that covers less than half of the views' silhouettes →
+MODEL_DID_NOT_CONVERGE; out of memory (GPU or host) → one retry at half resolution, then
+MODEL_OOM; the time budget → the best result so far, with a warning.
 """
 
 from __future__ import annotations
@@ -106,6 +107,21 @@ def _check(loss: torch.Tensor, run: Run, where: str) -> None:
     if not torch.isfinite(loss):
         raise ModelDidNotConverge(model="nvdiffrec", reason=f"the loss became {loss.item()} in {where}",
                                   loss_curve=run.curve[-50:])
+
+
+#: a pass-1 loss this many times its first value has diverged (a healthy run only goes down from there)
+DIVERGED_RISE = 100.0
+
+
+def _check_rise(run: Run, it: int) -> None:
+    """Divergence without NaN: the loss far above where it started (e.g. learning rates near their
+    maxima fling the SDF to ±1e6; the loss stays finite, reaching 1e9, while the surface is garbage).
+    Checked where the curve is recorded, so it costs no extra device synchronisation."""
+    first, last = run.curve[0]["loss"], run.curve[-1]["loss"]
+    if len(run.curve) > 1 and last > DIVERGED_RISE * max(first, 1e-6):
+        raise ModelDidNotConverge(model="nvdiffrec", reason=f"the pass-1 loss rose from {first:.4g} to {last:.4g} by "
+                                                            f"iteration {it} (more than {DIVERGED_RISE:g}× its start); "
+                                                            f"lower lr_geometry / lr_texture", loss_curve=run.curve[-50:])
 
 
 def render_views(backend, verts, faces, views: Views, colour_fn, background):
@@ -200,6 +216,7 @@ def pass1(capture: Capture, options: dict, device, backend, box, progress, run: 
         if it % 10 == 0 or it == iterations - 1:
             run.curve.append({"pass": 1, "it": it, "loss": round(loss.item(), 6), "colour": round(loss_colour.item(), 6),
                               "mask": round(loss_mask.item(), 6), "depth": round(loss_depth.item(), 6)})
+            _check_rise(run, it)
     run.stats["pass1"]["iterations"] = done
     run.stats["pass1"]["ms_per_iteration"] = round(1000 * (time.monotonic() - loop_start) / max(done, 1), 1)
     with torch.no_grad():

@@ -95,15 +95,23 @@ class NvdiffrecReconstructor(Reconstructor):
             try:
                 mesh, run = reconstruct(capture, opts, progress)
                 break
-            except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
+            except (torch.cuda.OutOfMemoryError, RuntimeError, MemoryError) as exc:
+                # Host memory counts like GPU memory: on the CPU path torch's allocator raises
+                # RuntimeError("DefaultCPUAllocator: can't allocate memory ...") and numpy/numba
+                # raise MemoryError. MemoryError used to escape this loop, so the retry was skipped
+                # and the manager reported MODEL_OOM without the attempts (found by the provoked-OOM test).
                 if not _out_of_memory(exc):
                     raise
                 attempts.append({"train_res": opts["train_res"], "render_res": opts["render_res"],
-                                 "error": str(exc).splitlines()[0][:300]})
+                                 "texture_size": opts["texture_size"], "error": _first_line(exc)})
                 _free(torch)
                 if attempt == 1:
-                    raise ModelOutOfMemory(model="nvdiffrec", reason=f"{attempts[-1]['error']} (also after retrying "
-                                                                     f"at half resolution)", attempts=attempts) from exc
+                    raise ModelOutOfMemory(
+                        model="nvdiffrec", attempts=attempts,
+                        reason=f"{attempts[-1]['error']} (also after retrying at half resolution: train_res "
+                               f"{opts['train_res']}, render_res {opts['render_res']}); lower train_res, render_res, "
+                               f"texture_size or grid_resolution (now {opts['grid_resolution']}), or run on a "
+                               f"device with more memory") from exc
                 # one retry with half the render sizes and a coarser colour field
                 opts = {**opts, "train_res": max(32, opts["train_res"] // 2),
                         "render_res": max(32, opts["render_res"] // 2),
@@ -119,8 +127,14 @@ class NvdiffrecReconstructor(Reconstructor):
 
 def _out_of_memory(exc: BaseException) -> bool:
     text = str(exc)
-    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text or "can't allocate memory" in text \
-        or "not enough memory" in text
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text \
+        or "can't allocate memory" in text or "not enough memory" in text
+
+
+def _first_line(exc: BaseException) -> str:
+    """The allocation failure in one line (a bare MemoryError's text is only the array's shape)."""
+    text = (str(exc).splitlines() or [""])[0][:300]
+    return f"host memory exhausted (MemoryError {text})" if isinstance(exc, MemoryError) else text
 
 
 def _free(torch) -> None:

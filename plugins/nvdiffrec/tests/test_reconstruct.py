@@ -1,0 +1,232 @@
+"""nvdiffrec end to end on the CPU test path (PyTorch backend), on a tiny capture of a shared mesh.
+
+Everything here runs the real code: fusion's depth hull initialises the DMTet grid, both passes
+optimise, meshforge's pipeline writes the bundle. Failures are provoked, not simulated: an
+address-space limit makes the real allocations fail (MODEL_OOM after one retry), learning rates
+at their allowed maxima make the optimisation diverge (MODEL_DID_NOT_CONVERGE), a CancelFlag set
+from another thread stops it, a 1-second time budget cuts it short.
+
+Sizes are tiny (256² views, a 24-cell grid, 64² renders): the quality thresholds below were
+measured at these sizes on the CPU and guard with a margin; they are not the GPU targets of
+issue 5 (those are in benchmarks/).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import meshforge
+from meshforge.evaluation import geometry_scores, heldout_scores
+from meshforge.manager import PluginManager
+from meshforge.mesh import load_mesh, load_parts
+from meshforge.pipeline import run
+from meshforge.progress import CancelFlag, Progress
+
+#: tiny but complete: every stage runs, in seconds on a CPU
+TINY = {"iterations_pass1": 30, "iterations_pass2": 20, "grid_resolution": 24, "train_res": 64, "render_res": 128,
+        "texture_size": 256, "target_faces": 5_000, "colour_grid": "16,32", "time_budget_s": 600}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One intra-op thread while these tests run: on a small, shared CI machine OpenMP's spinning
+    threads made an iteration 3-4× slower (536 vs 151 ms measured on 2 loaded cores)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def manager():
+    """A plugin manager that sees nvdiffrec as available on this CPU (the test path)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MESHFORGE_NVDIFFREC_ALLOW_CPU", "1")
+        mgr = PluginManager()
+        assert mgr.reconstructor("nvdiffrec")  # available (raises ModelUnavailable otherwise)
+        yield mgr
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, spot_mesh):
+    """spot at the smallest accepted size: 256² views, 256² metric depth, 4 held-out orbit views."""
+    from meshforge.synthetic import render_capture
+
+    out = tmp_path_factory.mktemp("nvdiffrec_tiny")
+    return render_capture(spot_mesh, out / "capture.zip", rgb_size=256, depth_size=256, heldout=4,
+                          heldout_dir=out / "heldout", heldout_size=256, ground_truth=out / "gt.glb")
+
+
+def _gt_bounds(parts) -> np.ndarray:
+    return np.stack([np.min([p.bounds[0] for p in parts], 0), np.max([p.bounds[1] for p in parts], 0)])
+
+
+def test_end_to_end_through_the_pipeline(tiny, manager, tmp_path):
+    out = tmp_path / "job"
+    start = time.perf_counter()
+    report = run(tiny.capture, "nvdiffrec", out, {"nvdiffrec": TINY}, manager=manager)
+    elapsed = time.perf_counter() - start
+    outcome = report["models"]["nvdiffrec"]
+    assert report["status"] == "succeeded" and outcome["status"] == "succeeded", outcome["error"]
+
+    # run statistics: the torch backend on the CPU, the grid built from fusion's hull, every iteration done
+    est = outcome["estimates"]
+    assert est["backend"] == "torch" and est["device"] == "cpu" and est["oom_retries"] == []
+    p1 = est["pass1"]
+    assert p1["iterations"] == TINY["iterations_pass1"] and p1["tets"] > 1000 and p1["cell"] > 0
+    assert p1["silhouette_iou"] > 0.9, p1
+    assert est["pass2"]["layout"] == "views"
+    assert outcome["timings"]["pass1"] > 0 and outcome["timings"]["pass2"] > 0
+    assert not any("time budget" in w for w in outcome["warnings"])
+
+    # the loss curve: recorded every 10 iterations in both passes, finite, going down
+    curve = outcome["diagnostics"]["loss_curve"]
+    one = [c for c in curve if c["pass"] == 1]
+    two = [c for c in curve if c["pass"] == 2]
+    assert [c["it"] for c in one] == [0, 10, 20, 29] and [c["it"] for c in two] == [0, 10, 19]
+    assert all(np.isfinite(c["loss"]) for c in curve)
+    assert one[-1]["loss"] < one[0]["loss"] and two[-1]["loss"] < two[0]["loss"], curve
+    assert one[-1]["colour"] + one[-1]["mask"] < one[0]["colour"] + one[0]["mask"], curve
+
+    # the published bundle: GLB, OBJ+MTL+PNG, quality and previews, nothing half-written
+    model = out / "nvdiffrec"
+    for name in ("mesh.glb", "mesh.obj", "mesh.mtl", "texture.png", "quality.json"):
+        assert (model / name).stat().st_size > 0, name
+        assert f"nvdiffrec/{name}" in outcome["files"]
+    assert not list(out.glob(".*"))
+    assert json.loads((out / "report.json").read_text())["models"]["nvdiffrec"]["status"] == "succeeded"
+
+    # read back from the files: textured, in the capture's world frame (where the ground truth is)
+    glb = load_mesh(model / "mesh.glb")
+    obj = load_mesh(model / "mesh.obj")
+    assert glb.is_textured and obj.is_textured and len(glb.faces) <= TINY["target_faces"] * 1.01
+    assert np.allclose(np.sort(glb.vertices, axis=0), np.sort(obj.vertices, axis=0), atol=1e-5)
+    assert glb.signed_volume() > 0
+    gt = load_parts(tiny.ground_truth)
+    assert np.abs(glb.bounds - _gt_bounds(gt)).max() < 0.03  # within a grid cell (0.042 here)
+    geo = geometry_scores(glb, gt, samples=50_000)
+    assert geo["fscore@0.02"] > 0.9 and geo["chamfer_l1"] < 0.01, geo
+    # held-out views (not inputs): measured 26.7 dB / 0.960 at this size (fusion: ~30 dB; tiny renders)
+    held = heldout_scores(glb, tiny.heldout_dir)
+    assert held["psnr"] > 23.0 and held["ssim"] > 0.93, held
+    print(f"end to end {elapsed:.1f} s, pass 1 {p1['ms_per_iteration']} ms/iteration, geometry {geo}, held-out "
+          f"PSNR {held['psnr']:.2f} SSIM {held['ssim']:.4f}")
+
+
+def test_out_of_memory_retries_once_at_half_resolution_then_fails_with_model_oom(tiny, tmp_path):
+    """In a child process whose address space is capped at ~1 GiB above what it already maps, a
+    4096² pass-1 render cannot be allocated, nor the 2048² retry: the real allocator fails."""
+    script = textwrap.dedent("""
+        import json, resource, sys
+        import torch
+        from meshforge.pipeline import run
+
+        torch.set_num_threads(1)  # as in the parent (see one_torch_thread)
+
+        capture, out, options = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+        # warm up at a tiny size first: imports, numba kernels and thread pools are in place
+        # before the limit, so only the model's own allocations can hit it
+        warm = {**options, "iterations_pass1": 1, "iterations_pass2": 1, "train_res": 32, "render_res": 32}
+        assert run(capture, "nvdiffrec", out + "-warm", {"nvdiffrec": warm}, score=False)["status"] == "succeeded"
+        mapped = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmSize"))
+        resource.setrlimit(resource.RLIMIT_AS, (mapped + (1 << 30), resource.RLIM_INFINITY))
+        big = {**options, "train_res": 4096, "render_res": 4096, "iterations_pass1": 3, "iterations_pass2": 1}
+        run(capture, "nvdiffrec", out, {"nvdiffrec": big}, score=False)
+    """)
+    out = tmp_path / "oom"
+    env = {**os.environ, "MESHFORGE_NVDIFFREC_ALLOW_CPU": "1"}
+    proc = subprocess.run([sys.executable, "-c", script, str(tiny.capture), str(out), json.dumps(TINY)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    error = report["models"]["nvdiffrec"]["error"]
+    assert report["status"] == "failed" and error["code"] == "MODEL_OOM", error
+    # exactly one retry, at half the render sizes, and both attempts really failed to allocate
+    attempts = error["details"]["attempts"]
+    assert [(a["train_res"], a["render_res"]) for a in attempts] == [(4096, 4096), (2048, 2048)], attempts
+    assert all("memory" in a["error"] for a in attempts), attempts
+    # actionable: what failed and what to lower
+    assert "also after retrying at half resolution" in error["message"]
+    assert "lower train_res" in error["message"] and "more memory" in error["message"]
+    assert not (out / "nvdiffrec").exists() and not list(out.glob(".*"))  # nothing half-written
+    print(f"MODEL_OOM: {error['message']}; attempts {attempts}")
+
+
+def test_divergence_fails_with_the_loss_curve(tiny, manager, tmp_path):
+    """Learning rates at their allowed maxima fling the SDF to ±1e6: the loss explodes (finite)."""
+    options = {**TINY, "lr_geometry": 1e6, "lr_texture": 1e6, "train_res": 32}
+    report = run(tiny.capture, "nvdiffrec", tmp_path / "div", {"nvdiffrec": options}, manager=manager, score=False)
+    error = report["models"]["nvdiffrec"]["error"]
+    assert report["status"] == "failed" and error["code"] == "MODEL_DID_NOT_CONVERGE", error
+    assert "lower lr_geometry" in error["message"]
+    curve = error["details"]["loss_curve"]
+    assert curve[0]["it"] == 0 and len(curve) >= 2
+    assert curve[-1]["loss"] > 100 * curve[0]["loss"], curve
+    assert not (tmp_path / "div" / "nvdiffrec").exists()
+
+
+def test_cancel_from_another_thread_stops_at_the_next_check(tiny, manager, tmp_path):
+    flag = CancelFlag()
+    reached = threading.Event()
+    stages, after = [], []
+
+    def on_update(event):
+        stages.append(event.stage)
+        if event.stage.startswith("pass 1"):
+            if flag():
+                after.append(event)
+            elif stages.count(event.stage) >= 2:  # iteration 10 of pass 1
+                reached.set()
+
+    cancelled_at = []
+
+    def canceller():
+        reached.wait(120)
+        cancelled_at.append(time.perf_counter())
+        flag.set()
+
+    thread = threading.Thread(target=canceller)
+    thread.start()
+    out = tmp_path / "job"
+    report = run(tiny.capture, "nvdiffrec", out, {"nvdiffrec": {**TINY, "iterations_pass1": 5000}},
+                 progress=Progress(on_update, flag), manager=manager)
+    returned = time.perf_counter()
+    thread.join()
+    outcome = report["models"]["nvdiffrec"]
+    assert report["status"] == "cancelled" and outcome["status"] == "cancelled"
+    assert outcome["error"]["code"] == "CANCELLED"
+    assert len(after) <= 1  # stopped at the next check (every 10 iterations), not later
+    assert not any(s.startswith("pass 2") for s in stages)
+    assert returned - cancelled_at[0] < 30, returned - cancelled_at[0]
+    print(f"cancelled {returned - cancelled_at[0]:.2f} s after the flag was set")
+    # nothing half-written: no model folder, no partial folder, only the report
+    assert sorted(p.name for p in out.iterdir()) == ["report.json"]
+
+
+def test_time_budget_keeps_the_result_so_far_with_a_warning(tiny, manager):
+    capture = meshforge.load_capture(tiny.capture)
+    options = {**TINY, "iterations_pass1": 5000, "iterations_pass2": 5000, "time_budget_s": 1}
+    start = time.perf_counter()
+    result = meshforge.reconstruct(capture, "nvdiffrec", options, manager=manager)
+    elapsed = time.perf_counter() - start
+    assert any("time budget reached in pass 1" in w for w in result.warnings), result.warnings
+    assert any("time budget reached in pass 2" in w for w in result.warnings), result.warnings
+    assert result.estimates["pass1"]["iterations"] < 100
+    assert elapsed < 60, elapsed  # 5000 + 5000 iterations would take many minutes here
+    print(f"time budget 1 s: returned after {elapsed:.1f} s, {result.warnings}")
+    # the result so far is the fusion-initialised surface with the views' texture: usable
+    mesh = result.mesh
+    assert mesh.is_textured and result.estimates["pass1"]["silhouette_iou"] > 0.9
+    geo = geometry_scores(mesh, load_parts(tiny.ground_truth), samples=50_000)
+    assert geo["fscore@0.02"] > 0.9, geo
