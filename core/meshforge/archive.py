@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import struct
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ class Limits:
     max_ratio: float = 100.0          # PNG/JPEG barely compress; checked for members over 1 MiB
     max_image_side: int = 4096
     min_image_side: int = 256
+    max_directory_bytes: int = 1 << 20  # the ZIP's central directory; zipfile parses all of it into objects
+    max_json_bytes: int = 16 << 20      # cameras.json, transforms.json
 
 
 @dataclass
@@ -56,6 +59,7 @@ class CaptureFiles:
         frames: member name -> bytes of every other image, for transforms.json captures.
         ignored: members that were skipped (litter, files outside the capture's layout).
         source: the archive or directory it came from.
+        complete: False when only the first bytes of each image were kept (``read_zip(keep_bytes=...)``).
     """
 
     views: dict = field(default_factory=dict)
@@ -65,6 +69,7 @@ class CaptureFiles:
     frames: dict = field(default_factory=dict)
     ignored: list = field(default_factory=list)
     source: str = ""
+    complete: bool = True
 
 
 def _is_litter(name: str) -> bool:
@@ -208,9 +213,16 @@ def _check_infos(infos: list[zipfile.ZipInfo], limits: Limits, archive_size: int
         raise CorruptArchive(reason=f"{ordered[-1].filename!r} extends past the end of the file (truncated upload?)")
 
 
-def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limits: Limits) -> bytes:
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limits: Limits, keep: int | None = None) -> bytes:
+    """A member's bytes, inflated under a hard cap. With ``keep``, the whole member is still read
+    (so that its CRC and size are checked) but only its first ``keep`` bytes are kept."""
     cap = min(info.file_size, limits.max_member_bytes)
-    chunks, size = [], 0
+    if info.filename.lower().endswith(".json"):
+        cap = min(cap, limits.max_json_bytes)
+        if info.file_size > cap:
+            raise CaptureTooLarge(what=f"the ZIP member {info.filename!r}", size=info.file_size, limit=cap)
+        keep = None
+    chunks, size, kept = [], 0, 0
     try:
         with zf.open(info) as fh:
             while True:
@@ -220,7 +232,11 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limits: Limits) -> 
                 size += len(chunk)
                 if size > cap:
                     raise CaptureTooLarge(what=f"the ZIP member {info.filename!r}", size=size, limit=cap)
-                chunks.append(chunk)
+                if keep is None:
+                    chunks.append(chunk)
+                elif kept < keep:
+                    chunks.append(chunk[:keep - kept])
+                    kept += len(chunks[-1])
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
         raise CorruptArchive(reason=f"{info.filename!r}: {exc}") from None
     except RuntimeError as exc:  # zipfile raises RuntimeError for encrypted data
@@ -228,9 +244,45 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limits: Limits) -> 
     return b"".join(chunks)
 
 
-def read_zip(path: str | Path, limits: Limits = Limits(), name: str | None = None) -> CaptureFiles:
+_EOCD, _EOCD64, _EOCD64_LOCATOR = b"PK\x05\x06", b"PK\x06\x06", b"PK\x06\x07"
+
+
+def _check_directory(fh, size: int, limits: Limits) -> None:
+    """Refuse archives whose end record announces more members or a larger central directory than
+    allowed, before zipfile turns every directory entry into a Python object (a ZIP of a million
+    empty members is 88 MB on the wire and took 570 MB of memory to refuse that way)."""
+    tail_size = min(size, 22 + 65535 + 20)  # EOCD + the longest comment + the zip64 locator
+    fh.seek(size - tail_size)
+    tail = fh.read(tail_size)
+    at = tail.rfind(_EOCD)
+    if at < 0 or len(tail) - at < 22:
+        return  # zipfile reports the damage itself
+    _, _, _, entries, directory, _, _ = struct.unpack("<HHHHIIH", tail[at + 4:at + 22])
+    locator = at - 20
+    if (entries == 0xFFFF or directory == 0xFFFFFFFF) and locator >= 0 and tail[locator:locator + 4] == _EOCD64_LOCATOR:
+        offset = struct.unpack("<Q", tail[locator + 8:locator + 16])[0]
+        if offset + 56 <= size:
+            fh.seek(offset)
+            record = fh.read(56)
+            if record[:4] == _EOCD64:
+                entries, directory = struct.unpack("<QQ", record[32:48])
+    if entries > limits.max_members:
+        raise TooManyMembers(count=entries, limit=limits.max_members)
+    if directory > limits.max_directory_bytes:
+        raise TooManyMembers(f"the archive's directory of members is {directory} bytes, more than the limit of "
+                             f"{limits.max_directory_bytes}; upload only the capture's files", count=entries,
+                             limit=limits.max_members)
+
+
+def read_zip(path: str | Path, limits: Limits = Limits(), name: str | None = None,
+             keep_bytes: int | None = None) -> CaptureFiles:
     """The capture files of a ZIP archive at ``path``, checked against ``limits``; ``name`` is how
-    messages call the file (e.g. the name it was uploaded under)."""
+    messages call the file (e.g. the name it was uploaded under).
+
+    ``keep_bytes``: keep only the first bytes of each image (every member is still read through
+    and checked); enough to inspect headers with memory bounded by the count of members rather
+    than their size. Such files cannot be decoded (``CaptureFiles.complete`` is False).
+    """
     path = Path(path)
     shown = name or path.name
     size = path.stat().st_size
@@ -238,6 +290,8 @@ def read_zip(path: str | Path, limits: Limits = Limits(), name: str | None = Non
         raise CaptureTooLarge(what=f"the upload {shown!r}", size=size, limit=limits.max_archive_bytes)
     with open(path, "rb") as fh:
         head = fh.read(4)
+        if head[:2] == b"PK":
+            _check_directory(fh, size, limits)
     if head[:2] != b"PK":
         kind = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff\xe0": "a JPEG image", b"%PDF": "a PDF"}.get(head, None)
         if size == 0:
@@ -261,12 +315,14 @@ def read_zip(path: str | Path, limits: Limits = Limits(), name: str | None = Non
         by_name = {i.filename: i for i in infos}
         names = [i.filename for i in infos if not _is_litter(i.filename)]
         files = CaptureFiles(source=str(path), ignored=[i.filename for i in infos if _is_litter(i.filename)
-                                                        and not i.filename.endswith("/")])
+                                                        and not i.filename.endswith("/")],
+                             complete=keep_bytes is None)
         if not names:
             raise UnexpectedLayout(folder=VIEW_FOLDER, found="only macOS litter (__MACOSX/, .DS_Store)" if infos
                                    else "nothing (the archive is empty)")
         transforms_mode = any(_strip_enclosing_folder(names)[1][n].lower() == "transforms.json" for n in names)
-        _assign(files, names, lambda n: _read_member(zf, by_name[n], limits), transforms_mode=transforms_mode)
+        _assign(files, names, lambda n: _read_member(zf, by_name[n], limits, keep_bytes),
+                transforms_mode=transforms_mode)
     return files
 
 
@@ -302,11 +358,13 @@ def read_directory(path: str | Path, limits: Limits = Limits()) -> CaptureFiles:
     return files
 
 
-def read_capture_files(path: str | Path, limits: Limits = Limits(), name: str | None = None) -> CaptureFiles:
-    """A capture's files from a ZIP archive or a directory (``name``: how messages call a ZIP)."""
+def read_capture_files(path: str | Path, limits: Limits = Limits(), name: str | None = None,
+                       keep_bytes: int | None = None) -> CaptureFiles:
+    """A capture's files from a ZIP archive or a directory (``name``: how messages call a ZIP;
+    ``keep_bytes``: see :func:`read_zip`)."""
     p = Path(path)
     if p.is_dir():
         return read_directory(p, limits)
     if not p.exists():
         raise FileNotFoundError(f"no such file or directory: {p}")
-    return read_zip(p, limits, name)
+    return read_zip(p, limits, name, keep_bytes)

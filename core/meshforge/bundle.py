@@ -23,6 +23,8 @@ import zipfile
 from pathlib import Path
 from typing import Iterator
 
+from .errors import StorageFull, is_storage_full
+
 REPORT = "report.json"
 QUALITY = "quality.json"
 PREVIEWS = "previews"
@@ -30,11 +32,19 @@ MODEL_FILES = ("mesh.glb", "mesh.obj", "mesh.mtl", "texture.png")
 
 
 def write_json(path: str | Path, data) -> Path:
-    """Write JSON atomically (temporary file + rename)."""
+    """Write JSON atomically (temporary file + rename); on a full disk raise StorageFull and keep
+    neither the old file's replacement nor a half-written temporary file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=False, default=str))
-    os.replace(tmp, path)
+    text = json.dumps(data, indent=2, allow_nan=False, default=str)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if is_storage_full(exc):
+            raise StorageFull(what=path.name) from exc
+        raise
     return path
 
 
@@ -65,17 +75,21 @@ def model_files(out: str | Path, model: str) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in folder.rglob("*") if p.is_file())
 
 
-def iter_zip(out: str | Path, prefix: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+def iter_zip(out: str | Path, prefix: str, chunk_size: int = 1 << 20, extra: dict | None = None) -> Iterator[bytes]:
     """Stream the bundle under ``out`` as a ZIP whose entries start with ``prefix/``.
 
-    Only published files are included (never ``.partial`` folders or temporary files), and
-    the archive is produced chunk by chunk, never whole in memory.
+    Only published files are included (never ``.partial`` folders, temporary files or
+    symbolic links), and the archive is produced chunk by chunk, never whole in memory.
+    ``extra``: name -> bytes of files to add (in place of missing ones of the same name).
     """
     root = Path(out)
-    files = sorted(p for p in root.rglob("*") if p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts)) if root.is_dir() else []
     pipe = _ChunkPipe()
     with zipfile.ZipFile(pipe, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, data in (extra or {}).items():
+            zf.writestr(f"{prefix}/{name}", data, compress_type=zipfile.ZIP_DEFLATED)
+            yield from pipe.drain()
         for path in files:
             info = zipfile.ZipInfo.from_file(path, f"{prefix}/{path.relative_to(root).as_posix()}")
             # PNG and GLB are compressed already; deflate only the text files

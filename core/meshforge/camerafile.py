@@ -86,6 +86,8 @@ def parse_cameras_json(data: bytes, file: str = "cameras.json") -> CameraFile:
         _fail(file, "(file)", f"not UTF-8 text ({exc.reason})")
     except json.JSONDecodeError as exc:
         _fail(file, "(file)", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")
+    except RecursionError:  # "[[[[..." nested deeper than the parser's stack: hostile, not a camera file
+        _fail(file, "(file)", "JSON nested too deeply")
     if not isinstance(doc, dict):
         _fail(file, "(top level)", f"expected a JSON object, got {type(doc).__name__}")
     up = doc.get("world_up", "+y")
@@ -165,6 +167,8 @@ def parse_transforms_json(data: bytes, file: str = "transforms.json") -> Transfo
         doc = json.loads(data.decode("utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         _fail(file, "(file)", f"invalid JSON: {exc}")
+    except RecursionError:
+        _fail(file, "(file)", "JSON nested too deeply")
     if not isinstance(doc, dict):
         _fail(file, "(top level)", "expected a JSON object")
 

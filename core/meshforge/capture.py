@@ -176,13 +176,36 @@ def _check_same_size(headers: dict, kind: str, label: str) -> None:
             raise SizeMismatch(file=h.file, size=h.width, other=first.file, other_size=first.width, kind=label)
 
 
+#: image bytes kept per member by ``inspect_capture(headers_only=True)``: PNG headers are in the first
+#: 33 bytes; a JPEG's frame header follows its metadata segments (EXIF and XMP ≤ 64 KiB each)
+HEADER_BYTES = 1 << 20
+
+
 def inspect_capture(source: str | Path | CaptureFiles, limits: Limits = Limits(),
-                    name: str | None = None) -> CaptureManifest:
+                    name: str | None = None, *, headers_only: bool = False) -> CaptureManifest:
     """Check a capture without decoding its pixels; raises a :class:`CaptureError` subclass.
 
     ``name`` is how error messages call the archive (e.g. the name it was uploaded under).
+    ``headers_only``: every member is still read through (CRC, sizes), but only the first
+    ``HEADER_BYTES`` of each image are kept, so memory does not grow with the images' size; the
+    manifest can then describe the capture but not be loaded (what a service needs before
+    accepting an upload).
     """
+    if headers_only and not isinstance(source, CaptureFiles):
+        files = read_capture_files(source, limits, name, keep_bytes=HEADER_BYTES)
+        try:
+            return _inspect(files, limits)
+        except UnreadableImage as exc:
+            cut = [n for n, d in [*files.views.values(), *files.depths.values(), *files.frames.values()]
+                   if len(d) >= HEADER_BYTES]
+            if exc.details.get("file") not in cut:
+                raise
+            # a JPEG with more than HEADER_BYTES of metadata before its frame header: read it whole
     files = source if isinstance(source, CaptureFiles) else read_capture_files(source, limits, name)
+    return _inspect(files, limits)
+
+
+def _inspect(files: CaptureFiles, limits: Limits) -> CaptureManifest:
     headers: dict = {}
     if files.transforms is not None:
         tf = parse_transforms_json(files.transforms[1], files.transforms[0])
@@ -245,6 +268,9 @@ def load_capture(source: str | Path | CaptureManifest, limits: Limits = Limits()
     """
     progress = progress or silent()
     manifest = source if isinstance(source, CaptureManifest) else inspect_capture(source, limits)
+    if not manifest.files.complete:
+        raise ValueError("this manifest kept only the images' headers (inspect_capture(headers_only=True)); "
+                         "load the capture from its file")
     progress.update(0.05, "reading the capture")
     if manifest.transforms is not None:
         return _load_transforms(manifest, progress)

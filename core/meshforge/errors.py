@@ -14,6 +14,7 @@ README's error table is generated from :func:`catalogue` and checked by a test.
 
 from __future__ import annotations
 
+import errno
 import string
 from typing import Any
 
@@ -297,6 +298,14 @@ class MethodNotAllowed(RequestError):
     template = "{path} does not accept {method}"
 
 
+class RequestTimeout(RequestError):
+    """Raised when a request's body stops arriving (a stalled or abandoned upload)."""
+
+    code = "REQUEST_TIMEOUT"
+    http_status = 408
+    template = "no data arrived for {idle_s:g} s while reading the request body; send the request again"
+
+
 class Unauthorized(RequestError):
     """Raised when an API key is required and missing or wrong."""
 
@@ -434,11 +443,25 @@ class InvalidConfirmToken(JobError):
 
 
 class ServiceUnavailable(MeshforgeError):
-    """Raised when the broker, job store or storage cannot be reached or is full."""
+    """Raised when the broker, job store or storage cannot be reached or is nearly full."""
 
     code = "SERVICE_UNAVAILABLE"
     http_status = 503
     template = "{component} is not available: {reason}"
+
+
+class StorageFull(ServiceUnavailable):
+    """Raised when the disk holding uploads or results has no space left (nothing half-written is kept)."""
+
+    code = "STORAGE_FULL"
+    http_status = 507
+    template = ("no space left on the service's disk to write {what}; nothing half-written was kept. Try again "
+                "later; the operator must free space in the data directory")
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    """True for the OSErrors of a full disk or an exhausted quota."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 # ── the catalogue ────────────────────────────────────────────────────────────────────────

@@ -23,7 +23,8 @@ from . import bundle
 from .archive import Limits
 from .capture import Capture, load_capture
 from .components import QualityReport, ReconstructionResult
-from .errors import Cancelled, InvalidOptions, MeshforgeError, PluginFailed, QualityFailed, UnknownModel
+from .errors import (Cancelled, InvalidOptions, MeshforgeError, PluginFailed, QualityFailed, StorageFull, UnknownModel,
+                     is_storage_full)
 from .export import write_mesh_files
 from .manager import PluginManager, call, get_manager
 from .progress import Progress, silent
@@ -225,6 +226,10 @@ def run_model(capture: Capture, model: str, options: dict, out: str | Path, *, s
         outcome.status, outcome.error = "cancelled", exc.to_dict()
     except MeshforgeError as exc:
         outcome.status, outcome.error = "failed", exc.to_dict()
+    except OSError as exc:
+        outcome.status = "failed"
+        outcome.error = (StorageFull(what=f"the {model} result files") if is_storage_full(exc) else
+                         MeshforgeError(reason=f"{type(exc).__name__}: {exc}")).to_dict()
     except Exception as exc:  # a bug in meshforge itself: report it, keep the host alive
         outcome.status = "failed"
         outcome.error = MeshforgeError(reason=f"{type(exc).__name__}: {exc}").to_dict()

@@ -11,6 +11,8 @@
   lock has expired has lost its worker. If its message was lost too (a Redis restart
   without persistence), it is queued again; the worker counts attempts and fails the job
   with WORKER_LOST after ``max_attempts``.
+- **Abandoned uploads.** An API process killed while a capture streams in leaves its
+  ``uploads/*.part`` file; files there untouched for ``stale_upload_s`` are deleted.
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ class Janitor:
         self._requeued: dict[str, float] = {}
 
     def tick(self) -> None:
+        from .uploads import sweep_stale_uploads
+
+        for name in sweep_stale_uploads(self.settings, self.settings.stale_upload_s):
+            log.warning("removed the abandoned upload %s", name)
         for queue in (self.settings.queue, f"{self.settings.queue}.DQ"):
             self.maintenance.do_qsize(queue)
         now = time.time()

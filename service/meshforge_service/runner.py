@@ -9,7 +9,13 @@ cancel flag between steps (cooperative cancellation). The worker only watches:
 - time limit exceeded: killed, ``MODEL_TIMEOUT``;
 - the child vanished (killed by the kernel's OOM killer, a segfault in a native
   library): ``WORKER_LOST``;
-- ``MODEL_OOM`` from a model that declares lower-memory options: one retry with them.
+- ``MODEL_OOM`` from a model that declares lower-memory options: one retry with them;
+- the worker lost its claim on the job (another worker holds it now): killed, nothing written.
+
+The outcome comes back through a pipe, not a file, so that a full disk is reported as
+STORAGE_FULL rather than as a vanished process. Progress writes and cancel polls are
+best-effort: a Redis restart pauses the reports, never the model. Whatever way
+``run_in_child`` is left (even by an exception), the child does not outlive it.
 
 Children are started with *spawn* (not fork: the worker has threads and sockets open) and
 ask the kernel to kill them when the worker dies, so a killed worker leaves no orphan
@@ -35,13 +41,20 @@ from .settings import Settings
 from .store import JobStore, connect
 
 
-def die_with_parent(sig: int = signal.SIGKILL) -> None:
-    """Linux: have the kernel send ``sig`` to this process when its parent exits (PR_SET_PDEATHSIG)."""
+def die_with_parent(sig: int = signal.SIGKILL, parent_pid: int | None = None) -> None:
+    """Linux: have the kernel send ``sig`` to this process when its parent exits (PR_SET_PDEATHSIG).
+
+    A spawned child only gets here after its interpreter has started (a second or more): if the
+    parent was killed meanwhile, the child has been re-parented and the signal will never come,
+    so with ``parent_pid`` it exits at once instead (the worker-kill test caught such an orphan
+    finishing its model next to the redelivered run)."""
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(sig))
         except OSError:
             pass
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(1)
 
 
 class _Throttle:
@@ -59,9 +72,11 @@ class _Throttle:
 
 
 def _child(env: dict, job_id: str, model: str, options: dict, component_options: dict, score: bool,
-           holdout: bool, job_dir: str, outcome_path: str) -> None:
-    die_with_parent()
+           holdout: bool, job_dir: str, conn, parent_pid: int | None = None) -> None:
+    die_with_parent(parent_pid=parent_pid)
     os.environ.update(env)
+    import redis
+
     from meshforge.capture import load_capture
     from meshforge.errors import MeshforgeError
     from meshforge.pipeline import ModelOutcome, run_model
@@ -74,30 +89,43 @@ def _child(env: dict, job_id: str, model: str, options: dict, component_options:
 
     def on_update(event):
         if write_throttle.ready(event.fraction >= 1.0):
-            store.set_model(job_id, model, stage=event.stage, progress=round(event.fraction, 4))
+            try:
+                store.set_model(job_id, model, stage=event.stage, progress=round(event.fraction, 4))
+            except redis.RedisError:  # Redis restarting: this report is dropped, the next one goes through
+                pass
 
     def is_cancelled():
         if not cancelled[0] and cancel_throttle.ready():
-            cancelled[0] = store.cancel_requested(job_id)
+            try:
+                cancelled[0] = store.cancel_requested(job_id)
+            except redis.RedisError:
+                pass
         return cancelled[0]
 
     progress = Progress(on_update, is_cancelled)
     folder = Path(job_dir)
     try:
         capture = load_capture(folder / "input.zip", progress=progress.slice(0.0, 0.05, "loading the capture"))
-        summary = folder / "input.json"
-        if not summary.exists():
-            tmp = folder / ".input.json.tmp"
-            tmp.write_text(json.dumps(capture.summary(), default=str))
-            os.replace(tmp, summary)
+        _write_summary(folder, capture.summary())
         outcome = run_model(capture, model, options, folder / "result", score=score, holdout=holdout,
                             progress=progress.slice(0.05, 1.0), component_options=component_options)
         data = outcome.to_dict()
     except MeshforgeError as exc:  # the capture could not be loaded: this model fails with its code
         data = ModelOutcome(model, status="failed", error=exc.to_dict(), options=options).to_dict()
-    tmp = Path(outcome_path + ".tmp")
-    tmp.write_text(json.dumps(data, default=str))
-    os.replace(tmp, outcome_path)
+    conn.send(json.loads(json.dumps(data, default=str)))
+    conn.close()
+
+
+def _write_summary(folder: Path, summary: dict) -> None:
+    """input.json for the report (best-effort: the job store keeps the upload's own summary)."""
+    target, tmp = folder / "input.json", folder / ".input.json.tmp"
+    if target.exists():
+        return
+    try:
+        tmp.write_text(json.dumps(summary, default=str))
+        os.replace(tmp, target)
+    except OSError:
+        tmp.unlink(missing_ok=True)
 
 
 def _kill_tree(pid: int) -> None:
@@ -112,48 +140,67 @@ def _kill_tree(pid: int) -> None:
 
 def run_in_child(settings: Settings, store: JobStore, job_id: str, model: str, options: dict,
                  component_options: dict, *, score: bool = True, holdout: bool = False,
-                 on_child=None) -> dict:
-    """Run one model in a child process and return its outcome (``ModelOutcome.to_dict()``)."""
+                 on_child=None, lost=None) -> dict:
+    """Run one model in a child process and return its outcome (``ModelOutcome.to_dict()``).
+
+    ``lost()``, polled with the cancel flag, says the worker no longer holds the job: the
+    child is killed and the outcome's status is ``lost`` (the caller writes nothing).
+    """
+    import redis
+
     job_dir = settings.jobs_dir / job_id
-    outcome_path = job_dir / f".{model}.outcome.json"
-    outcome_path.unlink(missing_ok=True)
     ctx = multiprocessing.get_context("spawn")
+    receiver, sender = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, name=f"meshforge-{model}-{job_id[:8]}",
                        args=(settings.to_env(), job_id, model, options, component_options, score, holdout,
-                             str(job_dir), str(outcome_path)))
+                             str(job_dir), sender, os.getpid()))
     proc.start()
-    if on_child is not None:
-        on_child(proc.pid)
-    started = time.monotonic()
-    cancel_seen, error = None, None
-    while True:
-        proc.join(0.25)
-        if proc.exitcode is not None:
-            break
-        now = time.monotonic()
-        if cancel_seen is None and store.cancel_requested(job_id):
-            cancel_seen = now
-        if cancel_seen is not None and now - cancel_seen > settings.cancel_grace_s:
+    sender.close()  # the child holds the only writing end: its death is EOF here
+    try:
+        if on_child is not None:
+            on_child(proc.pid)
+        started = time.monotonic()
+        cancel_seen, error, outcome = None, None, None
+        while outcome is None:
+            if receiver.poll(0.25):
+                try:
+                    outcome = receiver.recv()
+                except (EOFError, OSError):  # the child died before it could answer
+                    proc.join()
+                    break
+                continue
+            if proc.exitcode is not None and not receiver.poll(0):
+                break
+            now = time.monotonic()
+            if lost is not None and lost():
+                return {"name": model, "status": "lost", "options": options}
+            if cancel_seen is None:
+                try:
+                    if store.cancel_requested(job_id):
+                        cancel_seen = now
+                except redis.RedisError:  # Redis restarting: ask again at the next turn
+                    pass
+            if cancel_seen is not None and now - cancel_seen > settings.cancel_grace_s:
+                return {"name": model, "status": "cancelled", "options": options,
+                        "error": {"code": "CANCELLED", "message": f"cancelled by request; the model did not stop "
+                                                                  f"within {settings.cancel_grace_s:g} s and was killed",
+                                  "details": {"killed": True}}}
+            if now - started > settings.model_time_limit_s:
+                error = ModelTimeout(model=model, limit_s=settings.model_time_limit_s)
+                break
+        if outcome is not None:
+            return outcome
+        if error is None:
+            proc.join(5)
+            if cancel_seen is not None:
+                return {"name": model, "status": "cancelled", "options": options,
+                        "error": {"code": "CANCELLED", "message": "cancelled by request", "details": {}}}
+            how = (f"killed by signal {-proc.exitcode}" if proc.exitcode and proc.exitcode < 0
+                   else f"exit code {proc.exitcode} without a result")
+            error = WorkerLost(model=model, reason=f"the model's process vanished ({how})", exit_code=proc.exitcode)
+        return {"name": model, "status": "failed", "options": options, "error": error.to_dict()}
+    finally:
+        if proc.is_alive():
             _kill_tree(proc.pid)
-            proc.join()
-            return {"name": model, "status": "cancelled", "options": options,
-                    "error": {"code": "CANCELLED", "message": f"cancelled by request; the model did not stop within "
-                                                              f"{settings.cancel_grace_s:g} s and was killed",
-                              "details": {"killed": True}}}
-        if now - started > settings.model_time_limit_s:
-            _kill_tree(proc.pid)
-            proc.join()
-            error = ModelTimeout(model=model, limit_s=settings.model_time_limit_s)
-            break
-    if error is None and proc.exitcode == 0 and outcome_path.exists():
-        outcome = json.loads(outcome_path.read_text())
-        outcome_path.unlink(missing_ok=True)
-        return outcome
-    if error is None:
-        if cancel_seen is not None:
-            return {"name": model, "status": "cancelled", "options": options,
-                    "error": {"code": "CANCELLED", "message": "cancelled by request", "details": {}}}
-        how = (f"killed by signal {-proc.exitcode}" if proc.exitcode and proc.exitcode < 0
-               else f"exit code {proc.exitcode} without a result")
-        error = WorkerLost(model=model, reason=f"the model's process vanished ({how})", exit_code=proc.exitcode)
-    return {"name": model, "status": "failed", "options": options, "error": error.to_dict()}
+        proc.join()
+        receiver.close()

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgspec
-from litestar.datastructures import UploadFile
+from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 
 JobStatus = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
 ModelStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -90,13 +90,34 @@ class Health(msgspec.Struct):
     checks: dict[str, Any] = {}
 
 
-@dataclass
-class JobForm:
-    """``POST /jobs`` (multipart/form-data)."""
+# POST /jobs and the cancel endpoint read their bodies themselves (uploads.py: a bounded streaming
+# parser), so their request bodies are described here for the OpenAPI schema.
 
-    file: UploadFile
-    models: str | None = None
-    options: str | None = None
+@dataclass
+class JobFormOperation(Operation):
+    """``POST /jobs``: multipart/form-data with ``file`` and optional ``models`` and ``options``."""
+
+    def __post_init__(self) -> None:
+        form = Schema(type=OpenAPIType.OBJECT, required=["file"], additional_properties=False, properties={
+            "file": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY, content_media_type="application/zip",
+                           description="the capture ZIP (shared/spec/input-format.md)"),
+            "models": Schema(type=OpenAPIType.STRING, max_length=1000,
+                             description="comma-separated reconstructor names; default: the service's default"),
+            "options": Schema(type=OpenAPIType.STRING, max_length=64 << 10,
+                              description='JSON object {model: {option: value}}, e.g. {"fusion": {"resolution": 256}}'),
+        })
+        self.request_body = RequestBody(required=True, content={"multipart/form-data": OpenAPIMediaType(schema=form)})
+
+
+@dataclass
+class CancelOperation(Operation):
+    """``POST /jobs/{id}/cancel``: no body (ask for a token) or ``{"confirm_token": ...}``."""
+
+    def __post_init__(self) -> None:
+        body = Schema(type=OpenAPIType.OBJECT, required=["confirm_token"], properties={
+            "confirm_token": Schema(type=OpenAPIType.STRING, max_length=200,
+                                    description="the token of the first (empty) POST")})
+        self.request_body = RequestBody(required=False, content={"application/json": OpenAPIMediaType(schema=body)})
 
 
 def job(data: dict) -> Job:

@@ -22,9 +22,24 @@ import time
 from datetime import datetime, timezone
 
 import redis
+from redis.backoff import ConstantBackoff
+from redis.retry import Retry
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 JOB_STATUSES = ("queued", "running", "cancelling", "succeeded", "failed", "cancelled")
+
+# lock keys hold the owner's worker id; renew re-takes a lock that expired meanwhile (a Redis
+# outage longer than its TTL) unless another worker took it; release deletes only one's own
+_RENEW = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if not holder then return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) and 1 or 0 end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 _TRANSITION = """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -55,7 +70,15 @@ def owner_of(api_key: str | None) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()[:24] if api_key else ""
 
 
-def connect(url: str) -> redis.Redis:
+def connect(url: str, patience_s: float = 0.0) -> redis.Redis:
+    """A client for ``url``. With ``patience_s``, every command is retried through a Redis outage
+    or restart for about that long (workers: a job should survive a Redis restart); without,
+    commands fail fast (the API answers 503 at once rather than hanging)."""
+    if patience_s > 0:
+        retry = Retry(ConstantBackoff(0.5), retries=max(1, int(patience_s / 0.5)))
+        return redis.Redis.from_url(url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5,
+                                    health_check_interval=30, retry=retry,
+                                    retry_on_error=[redis.ConnectionError, redis.TimeoutError])
     return redis.Redis.from_url(url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5,
                                 health_check_interval=30)
 
@@ -67,6 +90,8 @@ class JobStore:
         self.r = client
         self.ns = namespace
         self._transition = self.r.register_script(_TRANSITION)
+        self._renew = self.r.register_script(_RENEW)
+        self._release = self.r.register_script(_RELEASE)
 
     def key(self, *parts: str) -> str:
         return ":".join((self.ns, *parts))
@@ -232,15 +257,11 @@ class JobStore:
         return self.r.get(k) == worker_id  # our own lock from an earlier delivery
 
     def renew(self, job_id: str, worker_id: str, ttl_s: float) -> bool:
-        k = self.key("job", job_id, "lock")
-        if self.r.get(k) == worker_id:
-            return bool(self.r.pexpire(k, int(ttl_s * 1000)))
-        return False
+        """Extend our lock (or take it back if it expired); False if another worker holds it now."""
+        return self._renew(keys=[self.key("job", job_id, "lock")], args=[worker_id, int(ttl_s * 1000)]) == 1
 
     def release(self, job_id: str, worker_id: str) -> None:
-        k = self.key("job", job_id, "lock")
-        if self.r.get(k) == worker_id:
-            self.r.delete(k)
+        self._release(keys=[self.key("job", job_id, "lock")], args=[worker_id])
 
     def lock_holder(self, job_id: str) -> str | None:
         return self.r.get(self.key("job", job_id, "lock"))

@@ -30,7 +30,11 @@ def broker(settings: Settings) -> RedisBroker:
             from .store import JobStore, connect
             from .worker import process_job as run
 
-            run(settings, JobStore(connect(settings.redis_url), settings.namespace), job_id)
+            store = JobStore(connect(settings.redis_url, settings.redis_patience_s), settings.namespace)
+            try:
+                run(settings, store, job_id)
+            finally:
+                store.r.close()
 
         _actor = process_job
     return _broker

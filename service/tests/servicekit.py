@@ -48,17 +48,25 @@ class Service:
     def _log(self, name: str):
         return open(self.root / f"{name}.log", "ab")
 
+    def _sandbox(self) -> dict:
+        """Its own empty working directory and TMPDIR, so that a stray write would show (issue 7)."""
+        for name in ("cwd", "tmp"):
+            (self.root / name).mkdir(parents=True, exist_ok=True)
+        return {"cwd": self.root / "cwd", "env": {**self.env, "TMPDIR": str(self.root / "tmp")}}
+
     def start_api(self, wait: bool = True, **env) -> None:
+        box = self._sandbox()
         self.api = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", "meshforge_service.api:create_app", "--host", "127.0.0.1",
              "--port", str(self.port), "--log-level", "warning"],
-            env={**self.env, **env}, stdout=self._log("api"), stderr=subprocess.STDOUT)
+            env={**box["env"], **env}, cwd=box["cwd"], stdout=self._log("api"), stderr=subprocess.STDOUT)
         if wait:
             self.wait_until(lambda: self._up("/health"), 30, "the API did not start")
 
     def start_workers(self, *args: str, wait: bool = True) -> None:
-        self.workers = subprocess.Popen([sys.executable, "-m", "meshforge_service.workerd", *args], env=self.env,
-                                        stdout=self._log("workers"), stderr=subprocess.STDOUT)
+        box = self._sandbox()
+        self.workers = subprocess.Popen([sys.executable, "-m", "meshforge_service.workerd", *args], env=box["env"],
+                                        cwd=box["cwd"], stdout=self._log("workers"), stderr=subprocess.STDOUT)
         if wait:
             self.wait_until(lambda: self.worker_pids(), 60, "no worker registered")
             self.wait_until(lambda: self.models()["reconstructors"][0]["available"], 30, "workers not visible")
