@@ -207,19 +207,24 @@ def bake_view_atlas(vertices: np.ndarray, faces: np.ndarray, capture: Capture, *
     scale = 1.0
     width = 1 << max(int(math.ceil(math.log2(max(math.sqrt(area * 1.15), 64)))), 6)
     width = min(width, max_size)
+    packed = None
     for _ in range(20):
         sizes = [(max(1, int(round(c.image.shape[1] * scale))), max(1, int(round(c.image.shape[0] * scale))))
                  for c in crops]
         if fill_side:
             sizes.append((fill_side, fill_side))
-        if max(s[0] for s in sizes) > width:
+        if max((s[0] for s in sizes), default=1) > width:
             scale *= 0.9
             continue
-        offsets, height = _pack(sizes, width)
-        if height <= max_size:
+        packed = _pack(sizes, width)
+        if packed[1] <= max_size:
             break
         scale *= 0.9
-    height = int(math.ceil(height / 4) * 4)
+    if packed is None:  # a degenerate layout (e.g. a fill patch wider than the atlas): widen rather than fail
+        width = max((s[0] for s in sizes), default=1)
+        packed = _pack(sizes, width)
+    offsets, height = packed
+    height = max(4, int(math.ceil(height / 4) * 4))
     atlas = np.zeros((height, width, 3), np.uint8)
     for c, (w, h), (ox, oy) in zip(crops, sizes, offsets):
         img = c.image if scale == 1.0 else np.asarray(Image.fromarray(c.image).resize((w, h), Image.BILINEAR))
