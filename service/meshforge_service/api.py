@@ -125,13 +125,29 @@ def _errors(*statuses: int) -> dict[int, ResponseSpec]:
 
 # ── request context ──────────────────────────────────────────────────────────────────────
 
-def before_request(request: Request) -> None:
+def before_request(request: Request) -> Response | None:
     """Runs before every handler (Litestar uses only the nearest layer's hook, so this is the only one)."""
     authenticate(request)
+    if request.method == "OPTIONS":
+        # Litestar's automatic OPTIONS answer lists only the methods of the first handler registered
+        # on a path (OPTIONS /jobs said "OPTIONS, POST"); schemathesis caught it. Answer from the route.
+        methods = _route_methods(request.app).get(request.scope.get("path_template", ""))
+        if methods:
+            return Response(None, status_code=204, headers={"Allow": ", ".join(sorted(methods))})
     if request.method == "POST" and request.url.path.rstrip("/") == "/jobs":
         content_type = request.headers.get("content-type", "")
         if not content_type.lower().startswith("multipart/form-data"):
             raise UnsupportedMediaType(expected="multipart/form-data with a `file` part", got=content_type)
+
+
+def _route_methods(app: Litestar) -> dict[str, set[str]]:
+    if not hasattr(app.state, "route_methods"):
+        table: dict[str, set[str]] = {}
+        for route in app.routes:
+            for key in {route.path, getattr(route, "path_format", route.path)}:
+                table.setdefault(key, set()).update(getattr(route, "methods", ()))
+        app.state.route_methods = table
+    return app.state.route_methods
 
 
 def authenticate(request: Request) -> None:
