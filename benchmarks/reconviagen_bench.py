@@ -14,6 +14,10 @@ the worker, as the service does).
 
     python3 benchmarks/reconviagen_bench.py --out FILE.json                  # GPU, full size
     python3 benchmarks/reconviagen_bench.py --tiny --out /tmp/tiny.json     # CPU, test architecture
+    python3 benchmarks/reconviagen_bench.py --tiny --fp16 --out /tmp/t.json  # CPU, the CUDA float16 conversion
+
+A failed job is a failed benchmark: the error goes to stderr, ``--out`` still gets the figures with
+``"status": "failed"`` and the error, and the exit status is 1 (0 only when every job succeeded).
 
 ``--capture PATH`` uses an existing capture; otherwise one is rendered from ``--mesh`` with
 ``meshforge.render_capture`` (contract style, 2048² views / 1024² depth; ``--tiny`` 256²).
@@ -44,6 +48,9 @@ def main() -> int:
     ap.add_argument("--options", default="{}", help="reconviagen options as JSON (e.g. '{\"max_voxels\": 16384}')")
     ap.add_argument("--repeat", type=int, default=1, help="jobs to run; the 2nd onwards reuse the loaded weights")
     ap.add_argument("--work", help="keep weights, capture and results here instead of a temporary folder")
+    ap.add_argument("--fp16", choices=("auto", "1", "0"), default="auto",
+                    help="float16 torsos: auto (float16 on CUDA only, as the service runs), 1 (also on the CPU: the CUDA path's "
+                         "dtype conversion, e.g. with --tiny), 0 (float32 throughout)")
     args = ap.parse_args()
 
     try:
@@ -87,6 +94,7 @@ def main() -> int:
     os.environ[mf.MANIFEST_ENV] = manifest_name
     if not cuda:
         os.environ["MESHFORGE_RECONVIAGEN_ALLOW_CPU"] = "1"
+    os.environ["MESHFORGE_RECONVIAGEN_FP16"] = args.fp16
 
     # 2. the capture
     if args.capture:
@@ -109,17 +117,24 @@ def main() -> int:
     if not availability["available"]:
         print(f"reconviagen is not available: {availability['reason']}", file=sys.stderr)
         return 1
+    figures["status"] = "running"
     figures["jobs"] = []
     for i in range(args.repeat):
         if cuda:
             torch.cuda.synchronize()
         t = time.perf_counter()
-        report = meshforge.run(capture, "reconviagen", work / f"result-{i}", options, score=False, manager=manager)
+        try:
+            report = meshforge.run(capture, "reconviagen", work / f"result-{i}", options, score=False,
+                                   manager=manager)
+        except Exception as exc:  # request or capture errors raise before the job starts
+            return _failed(figures, args.out, i, {"code": type(exc).__name__, "message": str(exc)})
         seconds = time.perf_counter() - t
         outcome = report["models"]["reconviagen"]
         if outcome["status"] != "succeeded":
-            print(json.dumps(outcome, indent=1), file=sys.stderr)
-            return 1
+            figures["jobs"].append({"job_s": round(seconds, 2), "status": outcome["status"],
+                                    "error": outcome.get("error"), "stage": outcome.get("stage"),
+                                    "stages_s": outcome.get("timings"), "warnings": outcome.get("warnings")})
+            return _failed(figures, args.out, i, outcome.get("error") or {"message": outcome["status"]})
         estimates = outcome["estimates"]
         job = {"job_s": round(seconds, 2), "stages_s": outcome["timings"],
                "peak_gpu_memory_gib": estimates.get("peak_gpu_memory_gib"),
@@ -130,12 +145,26 @@ def main() -> int:
         figures["jobs"].append(job)
         print(f"job {i + 1}: {job['job_s']} s, peak {job['peak_gpu_memory_gib']} GiB, {job['voxels']} voxels, "
               f"stages {job['stages_s']}", flush=True)
-    text = json.dumps(figures, indent=1)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
-    print(text)
+    figures["status"] = "succeeded"
+    print(_write(figures, args.out))
     return 0
+
+
+def _write(figures: dict, out: str | None) -> str:
+    text = json.dumps(figures, indent=1)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text + "\n")
+    return text
+
+
+def _failed(figures: dict, out: str | None, job: int, error: dict) -> int:
+    """Record the failure in ``out`` (``status: failed``), say it on stderr, and give the exit status 1."""
+    figures["status"], figures["error"] = "failed", error
+    _write(figures, out)
+    print(f"FAILED: reconviagen job {job + 1}: {error.get('code', 'error')}: {error.get('message')}"
+          + (f" (figures so far in {out})" if out else ""), file=sys.stderr)
+    return 1
 
 
 def _numel(shape) -> int:

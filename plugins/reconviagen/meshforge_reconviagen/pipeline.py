@@ -85,9 +85,15 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def load_models(manifest: Manifest, directory: str | Path, device: torch.device, offload: bool = False) -> Models:
-    """Every network of ``manifest`` from ``directory`` (checked beforehand), float16 torsos on CUDA."""
-    fp16 = device.type == "cuda"
+def load_models(manifest: Manifest, directory: str | Path, device: torch.device, offload: bool = False,
+                fp16: bool | None = None) -> Models:
+    """Every network of ``manifest`` from ``directory`` (checked beforehand), float16 torsos on CUDA.
+
+    ``fp16`` overrides the choice (default: float16 torsos exactly when ``device`` is CUDA). The
+    tests set it on the CPU to run the very conversion the CUDA path uses, so that a float32
+    tensor meeting a float16 layer fails there and not first on the GPU.
+    """
+    fp16 = device.type == "cuda" if fp16 is None else bool(fp16)
     home = torch.device("cpu") if offload else device
     nets, origin = {}, {}
     for spec in manifest.files:

@@ -8,6 +8,8 @@ Environment:
 - ``MESHFORGE_RECONVIAGEN_WEIGHTS``: the weights directory (layout in the README).
 - ``MESHFORGE_RECONVIAGEN_ALLOW_CPU=1``: available without a CUDA GPU (tests; slow at full size).
 - ``MESHFORGE_RECONVIAGEN_MANIFEST``: another manifest (``tiny``: the random-weight test architecture).
+- ``MESHFORGE_RECONVIAGEN_FP16``: ``1`` float16 torsos, ``0`` float32 throughout; unset (or ``auto``):
+  float16 exactly on CUDA. ``1`` on the CPU runs the CUDA path's dtype conversion there (tests, bench).
 """
 
 from __future__ import annotations
@@ -56,6 +58,13 @@ OPTIONS = (
 
 #: voxel cap of the low-memory retry
 LOW_MEMORY_VOXELS = 16384
+FP16_ENV = "MESHFORGE_RECONVIAGEN_FP16"
+FP16_VALUES = {"": None, "auto": None, "1": True, "true": True, "0": False, "false": False}
+
+
+def fp16_setting() -> bool | None:
+    """``MESHFORGE_RECONVIAGEN_FP16``: True (``1``), False (``0``) or None (unset/``auto``: float16 on CUDA only)."""
+    return FP16_VALUES.get(os.environ.get(FP16_ENV, "").strip().lower())  # other values: unavailable (_problems)
 
 
 class ReconViaGenReconstructor(Reconstructor):
@@ -82,6 +91,8 @@ class ReconViaGenReconstructor(Reconstructor):
         for module, package in (("torch", "torch"), ("safetensors", "safetensors")):
             if find_spec(module) is None:
                 reasons.append(f"needs {package}: pip install {package}")
+        if os.environ.get(FP16_ENV, "").strip().lower() not in FP16_VALUES:
+            reasons.append(f"{FP16_ENV}={os.environ[FP16_ENV]!r} is not one of 1, 0, auto")
         try:
             manifest = mf.load()
         except (OSError, ValueError, KeyError) as exc:
@@ -160,11 +171,12 @@ class ReconViaGenReconstructor(Reconstructor):
     def _load(self, manifest, directory, device, offload: bool):
         from . import pipeline
 
-        key = (str(manifest.path), str(directory), str(device), offload)
+        fp16 = fp16_setting()
+        key = (str(manifest.path), str(directory), str(device), offload, fp16)
         if self._models is None or self._models[0] != key:
             self._models = None
             pipeline.free_memory()
-            self._models = (key, pipeline.load_models(manifest, directory, device, offload))
+            self._models = (key, pipeline.load_models(manifest, directory, device, offload, fp16=fp16))
         return self._models[1]
 
 

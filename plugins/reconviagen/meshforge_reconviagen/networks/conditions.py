@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import CrossBlock, convert_torso_to_fp16
+from .layers import CrossBlock, convert_torso_to_fp16, weight_dtype
 
 
 class SSMultiViewCondition(nn.Module):
@@ -43,8 +43,8 @@ class SSMultiViewCondition(nn.Module):
 
     def forward(self, aggregated: dict[int, torch.Tensor], image_patches: torch.Tensor) -> torch.Tensor:
         """aggregated {depth: (1, n, tokens, Ca)}, image_patches (1, n, patches, Ci) -> (1, num_init_tokens, C)."""
-        dtype = self.multiview_cond_tokens.dtype
-        cond = self.multiview_cond_tokens
+        dtype = weight_dtype(self.cond_blocks)
+        cond = self.multiview_cond_tokens.to(dtype)
         images = image_patches.flatten(1, 2)
         for block, layer in zip(self.cond_blocks, self.layers):
             views = aggregated[layer][:, :, self.patch_start:].flatten(1, 2)
@@ -66,7 +66,7 @@ class SLatMultiViewCondition(nn.Module):
 
     def forward(self, aggregated: dict[int, torch.Tensor], image_tokens: torch.Tensor) -> list[torch.Tensor]:
         """aggregated {depth: (1, n, tokens, Ca)}, image_tokens (1, n, tokens, C) -> n tensors (1, tokens, C)."""
-        dtype = self.linear_blocks[0][0].weight.dtype
+        dtype = weight_dtype(self.linear_blocks)
         original = image_tokens[0].to(dtype)  # (n, tokens, C)
         cond = original
         for block, layer in zip(self.linear_blocks, self.layers):

@@ -192,6 +192,22 @@ class CrossBlock(nn.Module):
         return x + (h if gate_m is None else h * gate_m)
 
 
+def weight_dtype(module: nn.Module) -> torch.dtype:
+    """The dtype of the first Linear/Conv/sparse-conv weight inside ``module``: what its inputs must be cast to.
+
+    Not ``next(module.parameters())``: the first parameter is often a norm's weight, which
+    :func:`convert_torso_to_fp16` leaves in float32 while the convolutions after it are float16.
+    """
+    from .sparse import SparseConv3d
+
+    for sub in module.modules():
+        if isinstance(sub, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            return sub.weight.dtype
+        if isinstance(sub, SparseConv3d):
+            return sub.conv.weight.dtype
+    raise ValueError(f"{type(module).__name__} has no Linear or convolution")
+
+
 def convert_torso_to_fp16(module: nn.Module) -> None:
     """Turn every Linear/Conv weight and bias inside ``module`` to float16, as TRELLIS's
     ``convert_module_to_f16`` does; norms, RMS gammas and embeddings stay float32."""

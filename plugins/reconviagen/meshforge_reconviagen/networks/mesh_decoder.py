@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..published import MESH_FEATURES
-from .layers import Attention, FeedForward, LayerNorm32, absolute_position_embedding, convert_torso_to_fp16
+from .layers import (Attention, FeedForward, LayerNorm32, absolute_position_embedding, convert_torso_to_fp16,
+                     weight_dtype)
 from .sparse import SparseConv3d, SparseGroupNorm32, SparseTensor, subdivide, windowed_attention
 
 
@@ -83,11 +84,12 @@ class SLatMeshDecoder(nn.Module):
 
     def forward(self, x: SparseTensor, max_window_tokens: int = 1 << 20) -> SparseTensor:
         """Latents (N, latent) float32 on the 64³ grid -> features (64·N, 101) float32 on the 256³ grid."""
-        dtype = self.blocks[0].attn.to_qkv.weight.dtype
-        h = self.input_layer(x.feats) + absolute_position_embedding(x.coords[:, 1:], self.model_channels)
+        dtype = weight_dtype(self.blocks)
+        h = self.input_layer(x.feats.to(self.input_layer.weight.dtype))
+        h = h + absolute_position_embedding(x.coords[:, 1:], self.model_channels).to(h.dtype)
         h = x.replace(h.to(dtype))
         for block in self.blocks:
             h = block(h, max_window_tokens)
         for block in self.upsample:
             h = block(h)
-        return h.replace(self.out_layer(h.feats.to(x.feats.dtype)))
+        return h.replace(self.out_layer(h.feats.to(self.out_layer.weight.dtype)).float())

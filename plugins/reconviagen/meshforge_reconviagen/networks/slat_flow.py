@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import CrossBlock, LayerNorm32, TimestepEmbedder, absolute_position_embedding, convert_torso_to_fp16
+from .layers import (CrossBlock, LayerNorm32, TimestepEmbedder, absolute_position_embedding, convert_torso_to_fp16,
+                     weight_dtype)
 from .sparse import SparseConv3d, SparseTensor, cross_attention, downsample, full_attention, upsample
 
 
@@ -98,13 +99,13 @@ class SLatFlow(nn.Module):
 
     @property
     def torso_dtype(self) -> torch.dtype:
-        return self.blocks[0].self_attn.to_qkv.weight.dtype
+        return weight_dtype(self.blocks)
 
     def forward(self, x: SparseTensor, t: torch.Tensor, cond) -> SparseTensor:
         """x: noisy latents (N, in) float32 on voxels of the 64³ grid; t (B,) in [0, 1000]; cond: (B, M, C)
         or a list of them (one per view) -> velocity (N, out) float32 on the same voxels."""
         dtype = self.torso_dtype
-        h = x.replace(self.input_layer(x.feats).to(dtype))
+        h = x.replace(self.input_layer(x.feats.to(self.input_layer.weight.dtype)).to(dtype))
         t_emb = self.t_embedder(t).to(dtype)
         cond = [c.to(dtype) for c in cond] if isinstance(cond, list) else cond.to(dtype)
         skips = []
@@ -117,4 +118,4 @@ class SLatFlow(nn.Module):
         for block, skip in zip(self.out_blocks, reversed(skips)):
             h = block(h.replace(torch.cat([h.feats, skip], dim=1)), t_emb)
         out = F.layer_norm(h.feats, h.feats.shape[-1:])
-        return h.replace(self.out_layer(out.to(x.feats.dtype)))
+        return h.replace(self.out_layer(out.to(self.out_layer.weight.dtype)).to(x.feats.dtype))

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ChannelLayerNorm32, convert_torso_to_fp16
+from .layers import ChannelLayerNorm32, convert_torso_to_fp16, weight_dtype
 
 
 def pixel_shuffle_3d(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
@@ -66,10 +66,19 @@ class SparseStructureDecoder(nn.Module):
             convert_torso_to_fp16(self.middle_block)
             convert_torso_to_fp16(self.blocks)
 
+    @property
+    def torso_dtype(self) -> torch.dtype:
+        """float16 with ``use_fp16`` (the convolutions of the res and upsampling blocks; their norms stay float32)."""
+        return weight_dtype(self.blocks)
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """z (B, latent, 16, 16, 16) float32 -> logits (B, out, 64, 64, 64) float32."""
-        h = self.input_layer(z).to(next(self.blocks.parameters()).dtype)
+        """z (B, latent, 16, 16, 16) -> logits (B, out, 64, 64, 64) in the output layer's dtype (float32).
+
+        Each part gets its input in its own weights' dtype: float32 input layer, torso (float16
+        with ``use_fp16``), float32 output layer (as TRELLIS's ``h.type(self.dtype)`` / ``h.type(x.dtype)``).
+        """
+        h = self.input_layer(z.to(self.input_layer.weight.dtype)).to(self.torso_dtype)
         h = self.middle_block(h)
         for block in self.blocks:
             h = block(h)
-        return self.out_layer(h.to(z.dtype))
+        return self.out_layer(h.to(self.out_layer[2].weight.dtype))

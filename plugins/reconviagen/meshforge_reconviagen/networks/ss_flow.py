@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import CrossBlock, TimestepEmbedder, absolute_position_embedding, convert_torso_to_fp16
+from .layers import CrossBlock, TimestepEmbedder, absolute_position_embedding, convert_torso_to_fp16, weight_dtype
 
 
 def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
@@ -52,18 +52,18 @@ class SparseStructureFlow(nn.Module):
 
     @property
     def torso_dtype(self) -> torch.dtype:
-        return self.blocks[0].self_attn.to_qkv.weight.dtype
+        return weight_dtype(self.blocks)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """x (B, in, R, R, R) float32, t (B,) in [0, 1000], cond (B, M, cond_channels) -> velocity like x."""
         dtype = self.torso_dtype
         h = patchify(x, self.patch_size)
         grid = h.shape[2:]
-        h = self.input_layer(h.flatten(2).transpose(1, 2)) + self.pos_emb[None]
+        h = self.input_layer(h.flatten(2).transpose(1, 2).to(self.input_layer.weight.dtype)) + self.pos_emb[None]
         t_emb = self.t_embedder(t).to(dtype)
         h, cond = h.to(dtype), cond.to(dtype)
         for block in self.blocks:
             h = block(h, cond, t_emb)
-        h = F.layer_norm(h.to(x.dtype), h.shape[-1:])
+        h = F.layer_norm(h.to(self.out_layer.weight.dtype), h.shape[-1:])
         h = self.out_layer(h).transpose(1, 2).reshape(x.shape[0], -1, *grid)
-        return unpatchify(h, self.patch_size)
+        return unpatchify(h, self.patch_size).to(x.dtype)

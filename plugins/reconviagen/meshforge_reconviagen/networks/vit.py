@@ -83,7 +83,7 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(3, dim, patch_size, patch_size)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.proj(images).flatten(2).transpose(1, 2)  # (B, patches row-major, dim)
+        return self.proj(images.to(self.proj.weight.dtype)).flatten(2).transpose(1, 2)  # (B, patches row-major, dim)
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
