@@ -42,6 +42,7 @@ FIELD_LIMIT = 64 << 10
 #: cases that need a live service (timing, state): played by test_hostile.py
 SCENARIOS = {
     "slow-upload": ("accepted", 202, "a capture sent in small pieces with pauses shorter than the idle limit"),
+    "trickling-upload": ("REQUEST_TIMEOUT", 408, "a capture sent 1 KiB a second: refused at the upload time limit"),
     "stalled-upload": ("REQUEST_TIMEOUT", 408, "half a capture, then nothing (connection kept open)"),
     "abandoned-upload": (None, None, "half a capture, then the connection is closed: no file or job is left"),
     "cancel-token-reused": ("INVALID_CONFIRM_TOKEN", 400, "the same confirm token twice"),

@@ -299,11 +299,11 @@ class MethodNotAllowed(RequestError):
 
 
 class RequestTimeout(RequestError):
-    """Raised when a request's body stops arriving (a stalled or abandoned upload)."""
+    """Raised when a request's body stops arriving or takes too long (a stalled, abandoned or trickling upload)."""
 
     code = "REQUEST_TIMEOUT"
     http_status = 408
-    template = "no data arrived for {idle_s:g} s while reading the request body; send the request again"
+    template = "the request body did not arrive in time ({reason}); send the request again"
 
 
 class Unauthorized(RequestError):

@@ -17,6 +17,7 @@
 | ``MESHFORGE_JANITOR_INTERVAL_S`` | 5 | how often the janitor runs |
 | ``MESHFORGE_MODEL_TIME_LIMIT_S`` | 3600 | hard limit of one model run (MODEL_TIMEOUT) |
 | ``MESHFORGE_BODY_IDLE_TIMEOUT_S`` | 60 | an upload that sends nothing for this long is refused (408) |
+| ``MESHFORGE_UPLOAD_TIME_LIMIT_S`` | 3600 | an upload still arriving after this long is refused (408; 1 GiB at 300 kB/s) |
 | ``MESHFORGE_STALE_UPLOAD_S`` | 900 | the janitor deletes unfinished uploads untouched for this long |
 | ``MESHFORGE_REDIS_PATIENCE_S`` | 60 | how long workers retry Redis through an outage or restart before giving up |
 | ``MESHFORGE_QUEUE`` | ``meshforge`` | the Dramatiq queue jobs go to |
@@ -61,6 +62,7 @@ class Settings:
     gpus: tuple = ()
     max_form_field_bytes: int = 64 << 10
     body_idle_timeout_s: float = 60.0
+    upload_time_limit_s: float = 3600.0
     stale_upload_s: float = 900.0
     redis_patience_s: float = 60.0
 
@@ -85,6 +87,7 @@ class Settings:
             queue=env.get("MESHFORGE_QUEUE", "meshforge"),
             gpus=tuple(g.strip() for g in env.get("MESHFORGE_GPUS", "").split(",") if g.strip()),
             body_idle_timeout_s=float(env.get("MESHFORGE_BODY_IDLE_TIMEOUT_S", 60)),
+            upload_time_limit_s=float(env.get("MESHFORGE_UPLOAD_TIME_LIMIT_S", 3600)),
             stale_upload_s=float(env.get("MESHFORGE_STALE_UPLOAD_S", 900)),
             redis_patience_s=float(env.get("MESHFORGE_REDIS_PATIENCE_S", 60)),
         )
@@ -102,6 +105,7 @@ class Settings:
                "MESHFORGE_JANITOR_INTERVAL_S": str(self.janitor_interval_s),
                "MESHFORGE_MODEL_TIME_LIMIT_S": str(self.model_time_limit_s), "MESHFORGE_QUEUE": self.queue,
                "MESHFORGE_GPUS": ",".join(self.gpus), "MESHFORGE_BODY_IDLE_TIMEOUT_S": str(self.body_idle_timeout_s),
+               "MESHFORGE_UPLOAD_TIME_LIMIT_S": str(self.upload_time_limit_s),
                "MESHFORGE_STALE_UPLOAD_S": str(self.stale_upload_s),
                "MESHFORGE_REDIS_PATIENCE_S": str(self.redis_patience_s)}
         if self.redis_url:

@@ -8,8 +8,9 @@ it) and spools the file to TMPDIR before the handler copies it. Here:
   the way, and is refused as soon as it passes ``max_upload_bytes``;
 - ``models`` and ``options`` are capped at ``max_form_field_bytes``; other field names are
   refused (a misspelt ``model`` would otherwise silently run the default model);
-- a body that stops arriving for ``body_idle_timeout_s`` is answered 408 (an abandoned
-  upload does not hold a connection and a half-written file forever);
+- a body that stops arriving for ``body_idle_timeout_s``, or is still arriving after
+  ``upload_time_limit_s``, is answered 408 (an abandoned or trickling upload does not hold a
+  connection and a half-written file forever);
 - a full disk is answered 507 STORAGE_FULL.
 
 Whatever is refused leaves no file behind.
@@ -85,17 +86,22 @@ class _FileSink:
             await anyio.to_thread.run_sync(fh.close)
 
 
-async def _chunks(request: Request, idle_s: float):
-    """The request body, chunk by chunk; a gap longer than ``idle_s`` raises RequestTimeout."""
+async def _chunks(request: Request, idle_s: float, total_s: float):
+    """The request body, chunk by chunk; a gap longer than ``idle_s``, or a body still arriving
+    after ``total_s`` (a slowloris that sends a byte now and then), raises RequestTimeout."""
     stream = request.stream().__aiter__()
+    deadline = time.monotonic() + total_s
     while True:
+        left = deadline - time.monotonic()
         try:
-            with anyio.fail_after(idle_s):
+            with anyio.fail_after(max(0.0, min(idle_s, left))):
                 chunk = await stream.__anext__()
         except StopAsyncIteration:
             return
         except TimeoutError:
-            raise RequestTimeout(idle_s=idle_s) from None
+            reason = (f"nothing arrived for {idle_s:g} s" if left > idle_s else
+                      f"it was still arriving after {total_s:g} s")
+            raise RequestTimeout(reason=reason) from None
         except InternalServerException as exc:  # Litestar's way of saying the client went away
             raise RequestError(reason=f"the upload was not completed ({exc.detail})") from None
         if chunk:
@@ -134,7 +140,7 @@ async def _receive(request: Request, settings: Settings, boundary: str, sink: _F
     text = bytearray()
     seen: set[str] = set()
     try:
-        async for chunk in _chunks(request, settings.body_idle_timeout_s):
+        async for chunk in _chunks(request, settings.body_idle_timeout_s, settings.upload_time_limit_s):
             for event in parser.parse(chunk):
                 if event is None:  # the end of a part
                     if name != "file":

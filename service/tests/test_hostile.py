@@ -11,7 +11,9 @@ worker with their code.
 from __future__ import annotations
 
 import json
+import re
 import secrets
+import select
 import socket
 import stat
 import threading
@@ -40,6 +42,7 @@ def corpus(spot_small, tmp_path_factory):
 def hostile(tmp_path_factory, redis_client):
     root = tmp_path_factory.mktemp("hostile_service")
     svc = Service(root, {"MESHFORGE_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT), "MESHFORGE_BODY_IDLE_TIMEOUT_S": "2",
+                         "MESHFORGE_UPLOAD_TIME_LIMIT_S": "10",
                          "MESHFORGE_CONFIRM_TTL_S": "2"})
     svc.start_api()  # no worker yet: accepted jobs stay queued until the worker test below
     yield svc
@@ -95,22 +98,36 @@ def check(answer, case: dict, failures: list) -> None:
 
 def raw_http(port: int, head: bytes, parts: list[bytes], pause: float = 0.0, close_early: bool = False,
              read_timeout: float = 15.0) -> bytes:
-    """Send ``head`` then each of ``parts`` (pausing between them) on one socket -> the response bytes."""
+    """Send ``head`` then each of ``parts`` (pausing between them) on one socket -> the response bytes.
+    Sending stops as soon as the server has answered (it may refuse before the body is complete)."""
     with socket.create_connection(("127.0.0.1", port), timeout=read_timeout) as sock:
         sock.sendall(head)
-        for part in parts:
-            sock.sendall(part)
-            if pause:
-                time.sleep(pause)
+        try:
+            for part in parts:
+                if select.select([sock], [], [], 0)[0]:
+                    break
+                sock.sendall(part)
+                if pause:
+                    time.sleep(pause)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed before the body was complete: read its answer
         if close_early:
             return b""
-        chunks = []
+        data = b""
         try:
-            while data := sock.recv(65536):
-                chunks.append(data)
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+                if b"\r\n\r\n" in data:
+                    header, body = data.split(b"\r\n\r\n", 1)
+                    length = re.search(rb"(?i)content-length: *(\d+)", header)
+                    if length and len(body) >= int(length.group(1)):
+                        break
         except (socket.timeout, ConnectionResetError):
             pass
-        return b"".join(chunks)
+        return data
 
 
 def multipart_head(port: int, length: int, boundary: str = "b0undary") -> bytes:
@@ -186,6 +203,14 @@ def test_slow_stalled_and_abandoned_uploads(hostile, spot_small):
                       pause=0.8)
     assert answer.startswith(b"HTTP/1.1 202"), answer[:300]
     slow = json.loads(answer.split(b"\r\n\r\n", 1)[1])["job_id"]
+    # trickling: 1 KiB a second never stalls, but is refused at the upload time limit (10 s here)
+    t0 = time.monotonic()
+    answer = raw_http(port, multipart_head(port, len(body)), [body[i:i + 1024] for i in range(0, 20 * 1024, 1024)],
+                      pause=1.0, read_timeout=30)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
+    error = json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
+    assert error["code"] == "REQUEST_TIMEOUT" and "after 10 s" in error["message"], error
+    assert 9 < time.monotonic() - t0 < 25
     # stalled: half the body, then silence on an open connection -> 408 after the idle limit
     t0 = time.monotonic()
     answer = raw_http(port, multipart_head(port, len(body)), [body[: len(body) // 2]])
