@@ -180,6 +180,8 @@ def test_every_hostile_upload_and_request_is_a_documented_4xx(hostile, corpus):
     assert not [s for s in statuses if s >= 500]
     growth = max(memory.samples) - memory.samples[0]
     STATE["rss_peak_growth"] = growth
+    print(f"\nhostile corpus: {len(statuses)} answers, API RSS {memory.samples[0] / 2**20:.1f} MiB before, "
+          f"peak {max(memory.samples) / 2**20:.1f} MiB ({len(memory.samples)} samples)")
     assert growth < MEMORY_GROWTH_LIMIT, f"the API grew by {growth >> 20} MiB"
     # nothing outside the accepted jobs' folders: no upload left, nothing in cwd/TMPDIR or beside the data
     after = snapshot(hostile.root)
