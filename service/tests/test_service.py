@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import signal
 import threading
 import time
@@ -299,8 +300,12 @@ def test_one_worker_per_gpu_each_pinned_to_its_device(service_factory, spot_smal
     svc.start_api()
     svc.start_workers("--gpus", "0,1")
     svc.wait_until(lambda: len(svc.worker_pids()) == 2, 60, "two workers")
-    devices = sorted(psutil.Process(pid).environ().get("CUDA_VISIBLE_DEVICES") for pid in svc.worker_pids())
-    assert devices == ["0", "1"]
+    envs = [psutil.Process(pid).environ() for pid in svc.worker_pids()]
+    assert sorted(e.get("CUDA_VISIBLE_DEVICES") for e in envs) == ["0", "1"]
+    # the CPU stages of two jobs at once share the cores instead of oversubscribing them
+    share = str(max(1, os.cpu_count() // 2))
+    assert all(e.get("NUMBA_NUM_THREADS") == os.environ.get("NUMBA_NUM_THREADS", share) and
+               e.get("OMP_NUM_THREADS") == os.environ.get("OMP_NUM_THREADS", share) for e in envs)
     svc.wait_until(lambda: fusion(svc.models())["workers"] == 2, 30, "both workers registered")
     jobs = [svc.submit(spot_small.capture) for _ in range(2)]
     for job in jobs:
