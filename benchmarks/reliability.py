@@ -158,6 +158,32 @@ def kill_worker_drill(svc: Service, capture: Path, rng: random.Random, max_delay
             "attempts": job.get("attempts"), "recovery_s": round(time.monotonic() - t0, 2), "problems": problems}
 
 
+def exhaust_drill(svc: Service, capture: Path, rng: random.Random) -> dict:
+    """Kill -9 the worker every time it runs the job: after the attempt limit (3) the job must
+    fail with WORKER_LOST, not stay queued or running."""
+    job_id = svc.submit(capture, options=DRILL_OPTIONS)["job_id"]
+    kills, t0 = 0, time.monotonic()
+    while time.monotonic() - t0 < 300:
+        job = status_of(svc, job_id) or {}
+        if job.get("status") in TERMINAL:
+            break
+        if job.get("status") == "running" and svc.model_processes():
+            time.sleep(rng.uniform(0, 1.5))
+            pids = svc.worker_pids()
+            if pids:
+                os.kill(pids[0], signal.SIGKILL)
+                kills += 1
+                svc.wait_until(lambda: (status_of(svc, job_id) or {}).get("status") != "running"
+                               or not svc.model_processes(), 60, "the killed run did not stop")
+        time.sleep(0.1)
+    job = wait_terminal(svc, job_id)
+    problems = verify_bundle(svc, job)
+    if job["status"] != "failed" or (job.get("error") or {}).get("code") != "WORKER_LOST":
+        problems.append(f"after {kills} kills: {job['status']} {job.get('error')}")
+    return {"job_id": job_id, "kills": kills, "status": job["status"], "error": (job.get("error") or {}).get("code"),
+            "recovery_s": round(time.monotonic() - t0, 2), "problems": problems}
+
+
 class OwnRedis:
     """A redis-server of our own on a free port, append-only file with fsync always."""
 
@@ -422,6 +448,7 @@ def _summary(drills: list[dict]) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="issue 7 fault drills")
     parser.add_argument("--kills", type=int, default=50)
+    parser.add_argument("--exhaust", type=int, default=0, help="jobs killed on every run until WORKER_LOST")
     parser.add_argument("--redis", type=int, default=5)
     parser.add_argument("--api", type=int, default=5)
     parser.add_argument("--races", type=int, default=5)
@@ -448,6 +475,17 @@ def main(argv=None) -> int:
                       f"{drills[-1]['error'] or ''} {drills[-1]['problems'] or ''}", flush=True)
             stuck = [j for j in svc.http.get("/jobs", params={"limit": 100}).json()["jobs"] if j["status"] not in TERMINAL]
             results["kill"] = {**_summary(drills), "left_running": len(stuck), "orphans": orphans(), "runs": drills}
+            svc.stop()
+        if args.exhaust:
+            svc = _service(work / "exhaust")
+            started.append(svc)
+            svc.start_api()
+            svc.start_workers()
+            drills = []
+            for i in range(args.exhaust):
+                drills.append(exhaust_drill(svc, capture, rng))
+                print(f"exhaust {i + 1}/{args.exhaust}: {drills[-1]}", flush=True)
+            results["exhaust"] = {**_summary(drills), "runs": drills}
             svc.stop()
         if args.redis:
             own = OwnRedis(work / "own-redis")
@@ -509,7 +547,7 @@ def main(argv=None) -> int:
             _forget(svc)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1))
-    problems = sum(results[k].get("with_problems", 0) for k in ("kill", "redis", "api", "race") if k in results)
+    problems = sum(results[k].get("with_problems", 0) for k in ("kill", "exhaust", "redis", "api", "race") if k in results)
     problems += len(results.get("disk", {}).get("problems", []))
     print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "runs"} if isinstance(v, dict) else v
                       for k, v in results.items()}, indent=1))

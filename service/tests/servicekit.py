@@ -81,7 +81,14 @@ class Service:
         """The worker processes (children of the supervisor)."""
         if self.workers is None or self.workers.poll() is not None:
             return []
-        return [p.pid for p in psutil.Process(self.workers.pid).children() if "workerd" in " ".join(p.cmdline())]
+        out = []
+        for p in psutil.Process(self.workers.pid).children():
+            try:
+                if "workerd" in " ".join(p.cmdline()):
+                    out.append(p.pid)
+            except psutil.Error:  # a killed worker not reaped yet (zombie) or gone meanwhile
+                pass
+        return out
 
     def model_processes(self) -> list[psutil.Process]:
         """Processes running a model right now (spawned children of the workers)."""
