@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import stat
 import zipfile
 from pathlib import Path
 
@@ -33,3 +34,12 @@ def png_bytes(array) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def snapshot(root: Path) -> dict:
+    """Every path under ``root`` with its type, size and modification time (to prove nothing was written)."""
+    out = {}
+    for p in root.rglob("*"):
+        st = p.lstat()
+        out[p.relative_to(root).as_posix()] = (stat.S_IFMT(st.st_mode), st.st_size, st.st_mtime_ns)
+    return out

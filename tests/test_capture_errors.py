@@ -37,7 +37,7 @@ from meshforge.capture import CaptureManifest
 from meshforge.errors import CaptureError, MeshforgeError, by_code
 from meshforge.synthetic import render_capture
 
-from .helpers import member, png_bytes, rezip
+from .helpers import member, png_bytes, rezip, snapshot
 
 #: the public contract: code -> HTTP status (api.md: 400, 413, 415, 422)
 STATUS = {
@@ -704,15 +704,6 @@ CASES = [
 
 # ── the test ─────────────────────────────────────────────────────────────────────────────
 
-def _snapshot(root: Path) -> dict:
-    """Every path under root with its size and modification time."""
-    out = {}
-    for p in root.rglob("*"):
-        st = p.lstat()
-        out[p.relative_to(root).as_posix()] = (stat.S_IFMT(st.st_mode), st.st_size, st.st_mtime_ns)
-    return out
-
-
 @pytest.fixture
 def sandbox(tmp_path, monkeypatch):
     """Inputs go to tmp_path/in; the working directory and the temporary directory are empty
@@ -737,7 +728,7 @@ def test_capture_error(case: Case, bases, sandbox):
     root, dirs = sandbox
     built = case.build(bases, dirs["in"])
     source, limits = built if isinstance(built, tuple) else (built, Limits())
-    before = _snapshot(root)
+    before = snapshot(root)
 
     err = _raises(load_capture, source, limits)
     assert err.code == case.code, f"{case.id}: expected {case.code}, got {err.code}: {err.message}"
@@ -758,7 +749,7 @@ def test_capture_error(case: Case, bases, sandbox):
     else:
         assert isinstance(inspect_capture(source, limits), CaptureManifest)
 
-    assert _snapshot(root) == before, "loading wrote, changed or removed files"
+    assert snapshot(root) == before, "loading wrote, changed or removed files"
     assert not any(dirs["cwd"].iterdir()) and not any(dirs["tmp"].iterdir())
 
 

@@ -15,7 +15,6 @@ import re
 import secrets
 import select
 import socket
-import stat
 import threading
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.helpers import snapshot
 from tests.hostile_corpus import UPLOAD_LIMIT, write_corpus
 
 from servicekit import FAST, Service
@@ -70,14 +70,6 @@ class MemoryWatch:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
-
-
-def snapshot(root: Path) -> dict:
-    out = {}
-    for p in root.rglob("*"):
-        st = p.lstat()
-        out[p.relative_to(root).as_posix()] = (stat.S_IFMT(st.st_mode), st.st_size, st.st_mtime_ns)
-    return out
 
 
 def post_upload(svc: Service, path: Path):
