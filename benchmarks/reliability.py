@@ -462,67 +462,48 @@ def main(argv=None) -> int:
     results = {"machine": {"nproc": os.cpu_count(), "cpu": _cpu(), "python": platform.python_version()},
                "command": " ".join([Path(sys.executable).name, *sys.argv]), "seed": args.seed}
     started = []
+
+    def series(name: str, count: int, drill, describe, **env) -> tuple[Service, list[dict]]:
+        """A fresh service (API + worker) and ``count`` runs of ``drill(svc, i)`` against it."""
+        svc = _service(work / name, **env)
+        started.append(svc)
+        svc.start_api()
+        svc.start_workers()
+        drills = []
+        for i in range(count):
+            drills.append(drill(svc, i))
+            print(f"{name} {i + 1}/{count}: {describe(drills[-1])}", flush=True)
+        return svc, drills
+
     try:
         if args.kills:
-            svc = _service(work / "kills")
-            started.append(svc)
-            svc.start_api()
-            svc.start_workers()
-            drills = []
-            for i in range(args.kills):
-                drills.append(kill_worker_drill(svc, capture, rng))
-                print(f"kill {i + 1}/{args.kills}: {drills[-1]['killed_at']} -> {drills[-1]['status']} "
-                      f"{drills[-1]['error'] or ''} {drills[-1]['problems'] or ''}", flush=True)
+            svc, drills = series("kill", args.kills, lambda svc, i: kill_worker_drill(svc, capture, rng),
+                                 lambda d: f"{d['killed_at']} -> {d['status']} {d['error'] or ''} {d['problems'] or ''}")
             stuck = [j for j in svc.http.get("/jobs", params={"limit": 100}).json()["jobs"] if j["status"] not in TERMINAL]
             results["kill"] = {**_summary(drills), "left_running": len(stuck), "orphans": orphans(), "runs": drills}
             svc.stop()
         if args.exhaust:
-            svc = _service(work / "exhaust")
-            started.append(svc)
-            svc.start_api()
-            svc.start_workers()
-            drills = []
-            for i in range(args.exhaust):
-                drills.append(exhaust_drill(svc, capture, rng))
-                print(f"exhaust {i + 1}/{args.exhaust}: {drills[-1]}", flush=True)
+            svc, drills = series("exhaust", args.exhaust, lambda svc, i: exhaust_drill(svc, capture, rng), str)
             results["exhaust"] = {**_summary(drills), "runs": drills}
             svc.stop()
         if args.redis:
             own = OwnRedis(work / "own-redis")
             own.start()
-            svc = _service(work / "redis", MESHFORGE_REDIS_URL=own.url)
-            started.append(svc)
-            svc.start_api()
-            svc.start_workers()
-            drills = []
-            for i in range(args.redis):
-                sig = signal.SIGTERM if i % 2 == 0 else signal.SIGKILL
-                drills.append(redis_restart_drill(svc, own, capture, rng, sig))
-                print(f"redis {i + 1}/{args.redis}: {drills[-1]}", flush=True)
+            svc, drills = series("redis", args.redis, lambda svc, i: redis_restart_drill(
+                svc, own, capture, rng, signal.SIGTERM if i % 2 == 0 else signal.SIGKILL), str,
+                MESHFORGE_REDIS_URL=own.url)
             results["redis"] = {**_summary(drills), "runs": drills}
             svc.stop()
             own.stop()
         if args.api:
-            svc = _service(work / "api", MESHFORGE_STALE_UPLOAD_S=3)
-            started.append(svc)
-            svc.start_api()
-            svc.start_workers()
-            drills = []
-            for i in range(args.api):
-                drills.append(api_restart_drill(svc, capture, rng))
-                print(f"api {i + 1}/{args.api}: {drills[-1]}", flush=True)
+            svc, drills = series("api", args.api, lambda svc, i: api_restart_drill(svc, capture, rng), str,
+                                 MESHFORGE_STALE_UPLOAD_S=3)
             results["api"] = {**_summary(drills), "runs": drills}
             svc.stop()
         if args.races:
-            svc = _service(work / "races")
-            started.append(svc)
-            svc.start_api()
-            svc.start_workers()
-            drills = []
-            for i in range(args.races):
-                drills.append(race_drill(svc, capture, cancel_after=rng.uniform(0.2, 3.0)))
-                print(f"race {i + 1}/{args.races}: {drills[-1]['status']} {drills[-1]['counts']} "
-                      f"{drills[-1]['problems'] or ''}", flush=True)
+            svc, drills = series("race", args.races,
+                                 lambda svc, i: race_drill(svc, capture, cancel_after=rng.uniform(0.2, 3.0)),
+                                 lambda d: f"{d['status']} {d['counts']} {d['problems'] or ''}")
             results["race"] = {**_summary(drills), "runs": drills}
             svc.stop()
         if args.disk:
