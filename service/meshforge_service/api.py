@@ -297,19 +297,6 @@ def check_runnable(names: list[str], manager: PluginManager, store: JobStore) ->
             raise ModelUnavailable(model=name, reason=known[name].get("reason", ""))
 
 
-def _forget(store: JobStore, job_id: str, owner: str) -> None:
-    """Best-effort removal of a job record whose creation could not be completed (no message was
-    queued for it, so it would otherwise stay queued forever)."""
-    try:
-        pipe = store.r.pipeline()
-        pipe.delete(store.key("job", job_id), store.key("job", job_id, "events"))
-        pipe.zrem(store.key("jobs"), job_id)
-        pipe.zrem(store.key("jobs", "owner", owner), job_id)
-        pipe.execute()
-    except redis.RedisError:
-        log.warning("could not remove the half-created job %s", job_id)
-
-
 class JobController(Controller):
     path = "/jobs"
     tags = ["jobs"]
@@ -382,7 +369,10 @@ class JobController(Controller):
             raise
         except Exception as exc:
             shutil.rmtree(job_dir, ignore_errors=True)
-            _forget(store, job_id, owner)
+            try:
+                store.discard(job_id, owner)
+            except redis.RedisError:
+                log.warning("could not remove the half-created job %s", job_id)
             raise ServiceUnavailable(component="the job queue", reason=str(exc)) from exc
         return schemas.job(job)
 

@@ -113,6 +113,14 @@ class JobStore:
         self.publish(job_id, "status")
         return self.get(job_id)
 
+    def discard(self, job_id: str, owner: str) -> None:
+        """Undo :meth:`create` for a job whose message could not be queued (it would stay queued forever)."""
+        pipe = self.r.pipeline()
+        pipe.delete(self.key("job", job_id), self.key("job", job_id, "events"))
+        pipe.zrem(self.key("jobs"), job_id)
+        pipe.zrem(self.key("jobs", "owner", owner), job_id)
+        pipe.execute()
+
     def raw(self, job_id: str) -> dict | None:
         data = self.r.hgetall(self.key("job", job_id))
         return data or None
