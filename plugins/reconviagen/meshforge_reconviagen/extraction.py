@@ -180,18 +180,14 @@ def drop_inner_shells(vertices: "np.ndarray", faces: "np.ndarray") -> tuple["np.
     without rendering.
     """
     import numpy as np
-    from scipy import sparse
-    from scipy.sparse.csgraph import connected_components
+
+    from meshforge.plugins.fusion.surface import components
 
     if len(faces) == 0:
         return faces, {"pieces": 0, "inner_pieces_dropped": 0}
-    n = len(vertices)
-    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]]])
-    graph = sparse.coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])), shape=(n, n))
-    count, label = connected_components(graph, directed=False)
+    count, piece = components(len(vertices), faces)
     tri = vertices[faces].astype(np.float64)
     volume = np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])) / 6.0
-    piece = label[faces[:, 0]]
     per_piece = np.bincount(piece, weights=volume, minlength=count)
     keep = per_piece[piece] > 0
     pieces = np.unique(piece)
