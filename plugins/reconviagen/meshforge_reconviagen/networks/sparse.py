@@ -9,7 +9,9 @@ unless they change the voxel set, so per-voxel data (skip connections) stays ali
   output row is then one product of its gathered 27 neighbours with the flattened kernel
   (absent neighbours read a zero row). The weight layout is spconv 2's
   (out, kx, ky, kz, in) under ``conv.weight`` so that checkpoints load unchanged; the kernel
-  is a cross-correlation over the coordinate columns x, y, z (guide §3.8).
+  is a cross-correlation over the coordinate columns x, y, z (guide §3.8). A 1³ kernel follows
+  spconv's own shortcut, which reads the weight's memory as (in, out) rather than transposing
+  it; the published weights were trained that way (found by the equivalence harness on the GPU).
 - :func:`downsample` / :func:`upsample`: 2× pooling and its inverse (TRELLIS
   ``SparseDownsample``: the mean *including the zero it starts from*, i.e. sum / (children + 1),
   a quirk kept for equivalence; upsampling copies parents back to the remembered children).
@@ -134,7 +136,10 @@ class SparseConv3d(nn.Module):
         w = self.conv.weight.flatten(1)  # (out, k³·in), offsets x-major like neighbour_map
         feats = x.feats.to(w.dtype)
         if self.size == 1:
-            return x.replace(F.linear(feats, w, self.conv.bias))
+            # spconv 2.x computes a 1³ convolution as features @ weight.view(in, out): the memory of the
+            # (out, 1, 1, 1, in) tensor read as (in, out), not its transpose. The published checkpoints
+            # were made and are run with spconv, so their 1³ weights mean that product (mesh decoder skips).
+            return x.replace(F.linear(feats, self.conv.weight.reshape(w.shape[1], w.shape[0]).T, self.conv.bias))
         table = neighbour_map(x, self.size)
         padded = torch.cat([feats, feats.new_zeros(1, feats.shape[1])])  # row N: absent neighbours
         out = feats.new_empty(len(feats), w.shape[0])
