@@ -63,6 +63,141 @@ def _package(name: str, path: Path) -> None:
     sys.modules[name] = module
 
 
+KERNELS: dict = {}  # what computes the reference's sparse kernels on this machine (reported with the figures)
+
+
+def _xformers_or_standin() -> str:
+    """xformers when its attention runs here, else a stand-in with its interface on PyTorch SDPA.
+
+    The reference calls ``xformers.ops.memory_efficient_attention`` with and without a
+    ``BlockDiagonalMask`` (one block per sparse tensor in the batch). A wheel built for
+    another PyTorch imports but cannot run; the stand-in then computes the same
+    mathematical operation, block by block, so that the comparison is of network code.
+    """
+    import torch
+
+    if importlib.util.find_spec("xformers") is not None and torch.cuda.is_available():
+        try:
+            import xformers
+            import xformers.ops as xops
+
+            q = torch.randn(1, 7, 2, 16, device="cuda", dtype=torch.float16)
+            mask = xops.fmha.BlockDiagonalMask.from_seqlens([3, 4])
+            xops.memory_efficient_attention(q, q, q, mask)
+            return f"xformers {xformers.__version__}"
+        except Exception as exc:  # noqa: BLE001 - reported; the stand-in takes over
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+            for name in [m for m in sys.modules if m == "xformers" or m.startswith("xformers.")]:
+                del sys.modules[name]
+    else:
+        reason = "xformers not installed or no CUDA"
+
+    class BlockDiagonalMask:
+        def __init__(self, q_seqlen, kv_seqlen):
+            self.q_seqlen, self.kv_seqlen = list(q_seqlen), list(kv_seqlen or q_seqlen)
+
+        @classmethod
+        def from_seqlens(cls, q_seqlen, kv_seqlen=None):
+            return cls(q_seqlen, kv_seqlen)
+
+    def memory_efficient_attention(q, k, v, attn_bias=None):  # [B, N, H, C], as xformers
+        sdpa = torch.nn.functional.scaled_dot_product_attention
+        if attn_bias is None:
+            return sdpa(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
+        outs = [sdpa(qq.transpose(1, 2), kk.transpose(1, 2), vv.transpose(1, 2)).transpose(1, 2)
+                for qq, kk, vv in zip(q.split(attn_bias.q_seqlen, 1), k.split(attn_bias.kv_seqlen, 1),
+                                      v.split(attn_bias.kv_seqlen, 1))]
+        return torch.cat(outs, 1)
+
+    fmha = types.SimpleNamespace(BlockDiagonalMask=BlockDiagonalMask)
+    _stub("xformers")
+    _stub("xformers.ops", memory_efficient_attention=memory_efficient_attention, fmha=fmha)
+    sys.modules["xformers"].ops = sys.modules["xformers.ops"]
+    return f"stand-in (PyTorch SDPA per block; xformers unusable: {reason})"
+
+
+def _spconv_name() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in ("spconv", "spconv-cu126", "spconv-cu124", "spconv-triton"):
+        try:
+            return f"{name} {version(name)}"
+        except PackageNotFoundError:
+            continue
+    return "none"
+
+
+def _spconv_standin() -> None:
+    """A CPU stand-in for the part of ``spconv.pytorch`` the reference's networks use.
+
+    Submanifold convolution computed the plainest way: scatter the voxels into a dense grid,
+    ``torch.nn.functional.conv3d`` (weights from spconv's (out, k, k, k, in) layout), read the
+    result back at the same voxels. spconv's own tests check it against dense convolution the
+    same way. A 1³ kernel is spconv's matrix product with the weight's memory read as (in, out)
+    (spconv 2.x ``conv1x1``; spconv-triton keeps it for parity), not a dense convolution. Used only
+    where no spconv runs (no CUDA): small configurations and small boxes, for bisecting.
+    """
+    import enum
+
+    import torch
+
+    class ConvAlgo(enum.Enum):
+        Native = 0
+        MaskImplicitGemm = 1
+
+    class SparseConvTensor:
+        def __init__(self, features, indices, spatial_shape, batch_size, grid=None, voxel_num=None,
+                     indice_dict=None):
+            self._features, self.indices = features, indices
+            self.spatial_shape, self.batch_size = [int(s) for s in spatial_shape], batch_size
+            self.grid, self.voxel_num, self.indice_dict = grid, voxel_num, indice_dict if indice_dict is not None else {}
+            self.benchmark, self.benchmark_record, self.thrust_allocator = False, {}, None
+            self._timer, self.force_algo, self.int8_scale = None, None, None
+
+        @property
+        def features(self):
+            return self._features
+
+        @features.setter
+        def features(self, value):
+            self._features = value
+
+        def replace_feature(self, feats):
+            out = SparseConvTensor(feats, self.indices, self.spatial_shape, self.batch_size, self.grid,
+                                   self.voxel_num, self.indice_dict)
+            return out
+
+    class SubMConv3d(torch.nn.Module):
+        def __init__(self, in_channels, out_channels, kernel_size, dilation=1, bias=True, indice_key=None, algo=None):
+            super().__init__()
+            self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
+            self.weight = torch.nn.Parameter(torch.empty(out_channels, kernel_size, kernel_size, kernel_size,
+                                                         in_channels))
+            self.bias = torch.nn.Parameter(torch.zeros(out_channels)) if bias else None
+
+        def forward(self, x):
+            if self.kernel_size == 1:  # as spconv: the (out, 1, 1, 1, in) memory read as (in, out)
+                feats = x.features @ self.weight.reshape(self.in_channels, self.out_channels).to(x.features.dtype)
+                return x.replace_feature(feats if self.bias is None else feats + self.bias.to(feats.dtype))
+            c = x.indices.long()
+            r = self.kernel_size // 2
+            shape = [int(v) + 1 + 2 * r for v in c[:, 1:].max(0).values]
+            grid = x.features.new_zeros(x.batch_size, self.in_channels, *shape)
+            grid[c[:, 0], :, c[:, 1] + r, c[:, 2] + r, c[:, 3] + r] = x.features
+            out = torch.nn.functional.conv3d(grid, self.weight.permute(0, 4, 1, 2, 3).to(grid.dtype),
+                                             None if self.bias is None else self.bias.to(grid.dtype))
+            # conv without padding over a grid padded by r: output voxel v sits at v (no shift)
+            return x.replace_feature(out[c[:, 0], :, c[:, 1], c[:, 2], c[:, 3]])
+
+    def unsupported(*args, **kwargs):
+        raise NotImplementedError("the CPU spconv stand-in has only SubMConv3d")
+
+    _stub("spconv")
+    _stub("spconv.pytorch", ConvAlgo=ConvAlgo, SparseConvTensor=SparseConvTensor, SubMConv3d=SubMConv3d,
+          SparseConv3d=unsupported, SparseInverseConv3d=unsupported)
+    sys.modules["spconv"].pytorch = sys.modules["spconv.pytorch"]
+
+
 def import_reference(reference: Path) -> dict:
     os.environ.setdefault("ATTN_BACKEND", "sdpa")
     os.environ.setdefault("SPCONV_ALGO", "native")
@@ -88,11 +223,24 @@ def import_reference(reference: Path) -> dict:
                 self[key] = value
 
         _stub("easydict", EasyDict=EasyDict)
+    # the reference's sparse attention knows only xformers and flash-attn (not SDPA)
+    os.environ.setdefault("SPARSE_ATTN_BACKEND", "xformers")
+    KERNELS["sparse_attention"] = _xformers_or_standin()
+    import torch
+
+    if torch.cuda.is_available() or importlib.util.find_spec("spconv") is not None:
+        KERNELS["sparse_conv"] = _spconv_name()
+    else:
+        _spconv_standin()
+        KERNELS["sparse_conv"] = "stand-in (dense conv3d over the occupied grid; CPU, small configurations)"
+    if importlib.util.find_spec("plyfile") is None:  # Gaussian splats' file format: imported, never used here
+        _stub("plyfile", PlyData=None, PlyElement=None)
     if importlib.util.find_spec("xformers") is None and importlib.util.find_spec("flash_attn") is None:
         # import-only stand-in: lets the dense ModulatedSLATMultiViewCond (same file as the sparse
         # flow) import on a machine without either; any sparse attention call then fails loudly
         _stub("flash_attn")
-    if importlib.util.find_spec("spconv") is None and importlib.util.find_spec("spconv_triton") is not None:
+    if "spconv" not in sys.modules and importlib.util.find_spec("spconv") is None and \
+            importlib.util.find_spec("spconv_triton") is not None:
         sys.modules["spconv"] = importlib.import_module("spconv_triton")
     ref = {}
     ssf = importlib.import_module("trellis.models.sparse_structure_flow")
@@ -160,6 +308,11 @@ def reference_module(ref: dict, network: str, cfg: dict, fp16: bool):
         return ref["slat_condition"](cfg["channels"], cfg["aggregator_channels"] + cfg["channels"],
                                      use_fp16=fp16 and cfg["use_fp16"])
     if network == "mesh_decoder":
+        import torch
+
+        if not torch.cuda.is_available():  # FlexiCubes' tables default to device="cuda"; they sit after out_layer
+            init = importlib.import_module("trellis.representations.mesh.cube2mesh").SparseFeatures2Mesh.__init__
+            init.__defaults__ = tuple("cpu" if d == "cuda" else d for d in init.__defaults__)
         return ref["mesh_decoder"](resolution=cfg["resolution"], model_channels=cfg["model_channels"],
                                    latent_channels=cfg["latent_channels"], num_blocks=cfg["num_blocks"],
                                    num_heads=cfg["num_heads"], mlp_ratio=cfg["mlp_ratio"], attn_mode="swin",
@@ -229,6 +382,9 @@ def main() -> int:
     ap.add_argument("--fp16", action="store_true", help="float16 torsos as published (CUDA)")
     ap.add_argument("--sparse", action="store_true", help="also the SLat flow and mesh decoder (needs spconv)")
     ap.add_argument("--views", type=int, default=2)
+    ap.add_argument("--box", type=int, help="sparse voxels only inside the grid's first BOX³ cells (default: anywhere; "
+                                            "a small box lets the CPU stand-in run the full-size sparse networks)")
+    ap.add_argument("--voxels", type=int, default=4000, help="sparse voxels (at most a third of the cells)")
     ap.add_argument("--only", help="comma-separated networks")
     ap.add_argument("--out", help="write the figures here (JSON)")
     args = ap.parse_args()
@@ -243,6 +399,8 @@ def main() -> int:
     ref = import_reference(Path(args.reference).resolve())
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     fp16 = args.fp16 and device.type == "cuda"
+    # float32 comparisons in float32: cuDNN's convolutions would otherwise round through TF32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     tolerance = 1e-2 if fp16 else 1e-4
     cfgs = configs(args.full)
     wanted = ["dinov2", "vggt_aggregator", "ss_condition", "slat_condition", "ss_flow", "ss_decoder", "sampler"]
@@ -254,7 +412,8 @@ def main() -> int:
     gen = torch.Generator().manual_seed(1)
     n = args.views
     results: dict = {"device": str(device), "fp16": fp16, "tolerance_rel": tolerance, "full": args.full,
-                     "reference": str(args.reference), "networks": {}}
+                     "reference": str(args.reference), "reference_kernels": KERNELS, "networks": {}}
+    print(f"reference's sparse kernels: {KERNELS}", flush=True)
 
     def pair(network: str, seed: int):
         cfg = cfgs[network]
@@ -349,11 +508,13 @@ def main() -> int:
             if "sparse_error" in ref:
                 print(f"sparse networks skipped: the reference's sparse modules do not import ({ref['sparse_error']})")
                 results["sparse_error"] = ref["sparse_error"]
+                results["networks"]["sparse"] = {"ok": False, "skipped": ref["sparse_error"]}
             else:
                 sp = ref["sparse"]
                 res = cfgs["slat_flow"]["resolution"]
-                idx = torch.randperm(res ** 3, generator=gen)[: min(4000, res ** 3 // 3)].sort().values
-                xyz = torch.stack([idx // res ** 2, (idx // res) % res, idx % res], 1)
+                box = min(args.box or res, res)
+                idx = torch.randperm(box ** 3, generator=gen)[: min(args.voxels, box ** 3 // 3)].sort().values
+                xyz = torch.stack([idx // box ** 2, (idx // box) % box, idx % box], 1)
                 coords = torch.cat([torch.zeros_like(xyz[:, :1]), xyz], 1).int().to(device)
                 feats = torch.randn(len(coords), 8, generator=gen).to(device)
                 if "slat_flow" in wanted:
