@@ -17,8 +17,18 @@ Default (CPU): dense networks at reduced sizes (the reference's condition module
 ViT-L patch embedder fix their widths, so those run at full width on small images).
 ``--full``: the published configurations. ``--fp16``: float16 torsos as published (tolerance
 1e-2 relative) instead of float32 everywhere (1e-4). ``--sparse``: also the SLat flow and the
-mesh decoder, which need the reference's sparse backend (spconv, or ``spconv_triton`` aliased
-as spconv; xformers or flash-attn for sparse attention): the GPU machine.
+mesh decoder. The reference runs them through its spconv backend and xformers/flash-attn:
+
+- convolution: spconv, else spconv-triton (PyPI ``spconv-triton``, pure Python on Triton: CUDA
+  only; its kernels compile and autotune on first use, minutes per dtype), else on the CPU a
+  stand-in (dense ``conv3d`` over the occupied grid, spconv's 1³ shortcut reproduced) that
+  needs small grids: use the small configurations, or ``--full --box 12 --voxels 500``;
+- attention: xformers when its kernels run here, else a stand-in with xformers' interface on
+  PyTorch SDPA, block by block (the PyPI wheel is built for one PyTorch; on another it imports
+  but has no operator).
+
+Which ones ran is printed and written under ``reference_kernels``. A network asked for but not
+run counts as a failure.
 
 Third-party modules the reference imports but these networks never call (rendering, losses,
 progress bars) are registered as empty stand-ins; ``trellis/__init__.py`` and
