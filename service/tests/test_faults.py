@@ -74,3 +74,38 @@ def test_disk_full_is_storage_full_and_no_corrupt_bundle(service_factory, spot_s
     finally:
         svc.stop()
         subprocess.run(["umount", "-l", str(data)])
+
+
+def test_a_job_whose_message_cannot_be_queued_is_undone(service_factory, redis_client, spot_small):
+    """The job record is written, then Redis refuses to queue its message: the API must not leave a
+    job that stays queued forever. Provoked for real: the API connects as a Redis ACL user that may
+    run every command except scripts, and the broker queues messages with a Lua script while the
+    job store writes its record with plain commands."""
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    from servicekit import REDIS_URL
+
+    user, password = f"meshforge-noscripts-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    redis_client.acl_setuser(user, enabled=True, passwords=[f"+{password}"], keys=["*"], channels=["*"],
+                             commands=["+@all", "-@scripting"])
+    try:
+        parts = urlsplit(REDIS_URL)
+        url = urlunsplit(parts._replace(netloc=f"{user}:{password}@{parts.hostname}:{parts.port or 6379}"))
+        svc = service_factory(MESHFORGE_REDIS_URL=url)
+        svc.start_api()
+        r = svc.http.post("/jobs", files={"file": ("c.zip", spot_small.capture.read_bytes(), "application/zip")})
+        assert r.status_code == 503, r.text
+        error = r.json()["error"]
+        assert error["code"] == "SERVICE_UNAVAILABLE", error
+        assert error["details"]["component"] == "the job queue", error
+        assert "no permissions to run the 'evalsha' command" in error["message"], error
+        # nothing half-made is left: no job record, no entry in the lists, no stored upload
+        assert list(redis_client.scan_iter(f"{svc.namespace}:job:*")) == []
+        assert redis_client.zcard(f"{svc.namespace}:jobs") == 0
+        jobs_dir = svc.root / "data" / "jobs"
+        assert not jobs_dir.exists() or list(jobs_dir.iterdir()) == []
+        assert svc.http.get("/jobs").json()["jobs"] == []
+        assert svc.http.get("/health").status_code == 200  # and the API goes on serving
+    finally:
+        redis_client.acl_deluser(user)
