@@ -16,9 +16,7 @@ import argparse
 import json
 import os
 import platform
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,7 +28,8 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from reliability import _capture, _cpu, free_port  # noqa: E402
+from reliability import _capture, _cpu  # noqa: E402
+from serve import Serve  # noqa: E402
 
 OPTIONS = '{"fusion": {"resolution": 64, "target_faces": 5000}, "previews": {"size": 64, "contact_sheet": false}}'
 
@@ -51,27 +50,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="meshforge-load-"))
     capture = _capture(work).read_bytes()
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESHFORGE_")}
-    serve = subprocess.Popen([sys.executable, "-m", "meshforge.cli", "serve", "--port", str(port), "--data-dir",
-                              str(work / "data")], env=env, stdout=open(work / "serve.log", "wb"),
-                             stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
+    serve = Serve(work / "data", env)
+    base = serve.url
     try:
-        deadline = time.monotonic() + 90
-        with httpx.Client(base_url=base, timeout=10) as c:
-            while True:
-                try:
-                    models = c.get("/models").json()
-                    if c.get("/ready").status_code == 200 and any(
-                            r["name"] == "fusion" and r["available"] for r in models["reconstructors"]):
-                        break
-                except (httpx.HTTPError, KeyError, ValueError):
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"meshforge serve did not become ready; see {work}/serve.log")
-                time.sleep(0.3)
-        api = psutil.Process(serve.pid)  # `meshforge serve` runs the API (uvicorn) in its own process
+        serve.wait_ready("fusion", timeout=90)
+        api = psutil.Process(serve.proc.pid)  # `meshforge serve` runs the API (uvicorn) in its own process
         rss, stop = [api.memory_info().rss], threading.Event()
 
         def sample():
@@ -146,11 +130,7 @@ def main(argv=None) -> int:
                             "end": round(rss[-1] / 2**20, 1)},
         }
     finally:
-        os.killpg(serve.pid, signal.SIGTERM)
-        try:
-            serve.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(serve.pid, signal.SIGKILL)
+        serve.stop()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))

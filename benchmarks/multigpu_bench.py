@@ -20,28 +20,20 @@ import argparse
 import json
 import os
 import platform
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-import httpx
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from serve import TERMINAL, Serve  # noqa: E402
 SHARED = Path(os.environ.get("MESHFORGE_SHARED", ROOT.parent / "shared"))
 MESHES = {"spot": "spot/spot.obj", "bob": "bob/bob_tri.obj", "ycb_banana": "ycb_banana/textured_simple_reoriented.obj",
           "water_bottle": "water_bottle/WaterBottle.gltf"}
-TERMINAL = {"succeeded", "failed", "cancelled"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class GpuSampler(threading.Thread):
@@ -78,76 +70,6 @@ class GpuSampler(threading.Thread):
                 self.seen.setdefault(int(pid), set()).add(self.bus_to_index.get(bus, bus))
                 if self.owners.get(int(pid)) is None:
                     self.owners[int(pid)] = self.owner(int(pid))
-
-
-class Service:
-    """``meshforge serve`` in a child process: embedded Redis, workers, API."""
-
-    def __init__(self, data_dir: Path, gpus: str | None, env: dict):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-c", "from meshforge.cli import main; main()", "serve", "--port", str(self.port),
-               "--data-dir", str(data_dir)]
-        if gpus:
-            cmd += ["--gpus", gpus]
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.log = open(data_dir / "serve.log", "ab")
-        self.proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=self.log, stderr=subprocess.STDOUT)
-        self.http = httpx.Client(base_url=self.url, timeout=120)
-
-    def wait_ready(self, model: str, workers: int, timeout: float = 180) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("meshforge serve exited; see serve.log")
-            try:
-                models = self.http.get("/models").json()
-                ok = [r for r in models["reconstructors"] if r["name"] == model and r.get("available")]
-                if ok and len(self.workers()) >= workers:
-                    return
-            except (httpx.HTTPError, KeyError, ValueError):
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"{workers} worker(s) able to run {model} did not register in {timeout} s")
-
-    def workers(self) -> list[psutil.Process]:
-        """The worker processes (they carry their GPU in CUDA_VISIBLE_DEVICES)."""
-        out = []
-        for p in psutil.Process(self.proc.pid).children(recursive=True):
-            try:
-                if "meshforge_service.workerd" in p.cmdline() and "--single" in p.cmdline():
-                    out.append(p)
-            except psutil.NoSuchProcess:
-                pass
-        return out
-
-    def submit(self, capture: Path, model: str, options: dict) -> str:
-        with open(capture, "rb") as fh:
-            r = self.http.post("/jobs", files={"file": (capture.name, fh, "application/zip")},
-                               data={"models": model, "options": json.dumps(options)})
-        r.raise_for_status()
-        return r.json()["job_id"]
-
-    def wait_all(self, ids: list[str], timeout: float) -> dict[str, dict]:
-        deadline = time.monotonic() + timeout
-        done: dict[str, dict] = {}
-        while time.monotonic() < deadline and len(done) < len(ids):
-            for job_id in ids:
-                if job_id not in done:
-                    job = self.http.get(f"/jobs/{job_id}").json()
-                    if job["status"] in TERMINAL:
-                        done[job_id] = job | {"seen_done_s": time.monotonic()}
-            time.sleep(0.25)
-        return done
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.http.close()
-        self.log.close()
 
 
 def worker_gpu(pid: int, workers: list[psutil.Process]) -> str | None:
@@ -200,7 +122,7 @@ def main() -> None:
     rows = []
     for n in counts:
         gpus = ",".join(str(i) for i in range(n)) or None
-        service = Service(work / f"run-{n}-{int(time.time())}", gpus, env)
+        service = Serve(work / f"run-{n}-{int(time.time())}", {**os.environ, **env}, gpus)
         row: dict = {"gpus": n, "workers": max(n, 1)}
         try:
             t_start = time.monotonic()
@@ -258,7 +180,7 @@ def main() -> None:
                                                        "each_process_on_its_workers_gpu")} for r in rows}))
 
 
-def kill_drill(service: Service, captures: list[Path], args, options: dict) -> dict:
+def kill_drill(service: Serve, captures: list[Path], args, options: dict) -> dict:
     """SIGKILL a worker while it runs a job: the job must be redelivered or fail with a reason."""
     ids = [service.submit(captures[i % len(captures)], args.model, options) for i in range(len(service.workers()))]
     victim_job, victim = None, None
