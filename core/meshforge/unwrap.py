@@ -4,7 +4,7 @@ xatlas is slow on large meshes (on 2 cores: 12.5k faces 1.3 s, 25k 2.9 s, 50k 10
 crashed on some inputs, so it never runs in the caller's process. :func:`unwrap` cuts the mesh
 into spatially compact pieces of at most ``piece_faces`` faces (halving along the longest side of
 the face centres), unwraps each in its own ``python -m meshforge.unwrap`` child, as many at a time
-as there are cores, all at one texel density, and packs the pieces' atlases side by side into
+as there are cores (OMP_NUM_THREADS where set), all at one texel density, and packs the pieces' atlases side by side into
 one. A cut is a seam, as a chart border already is. It returns None (with the reason) when a
 child fails, crashes or outlasts the time limit; callers then fall back to the view atlas.
 Meshes above ``max_faces`` are decimated first.
@@ -41,6 +41,15 @@ def pieces(vertices: np.ndarray, faces: np.ndarray, piece_faces: int) -> list[np
         idx = idx[np.argsort(c[:, axis], kind="stable")]
         todo += [idx[len(idx) // 2:], idx[:len(idx) // 2]]
     return out
+
+
+def _cores() -> int:
+    """Children to run at once: OMP_NUM_THREADS where set (a service worker's share of the cores),
+    else the cores this process may use."""
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
+    except ValueError:
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
 def _shelves(sizes: list[tuple[int, int]]) -> tuple[list[tuple[int, int]], int, int]:
@@ -87,7 +96,7 @@ def unwrap(vertices: np.ndarray, faces: np.ndarray, *, time_limit_s: float = 30.
         running: dict[int, subprocess.Popen] = {}
         waiting = list(range(len(jobs)))
         while (waiting or running) and error is None:
-            while waiting and len(running) < (os.cpu_count() or 1):
+            while waiting and len(running) < _cores():
                 i = waiting.pop(0)
                 running[i] = subprocess.Popen([sys.executable, "-m", "meshforge.unwrap", str(jobs[i][1]),
                                                str(jobs[i][2])], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
