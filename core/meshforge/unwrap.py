@@ -2,12 +2,12 @@
 
 xatlas is slow on large meshes (on 2 cores: 12.5k faces 1.3 s, 25k 2.9 s, 50k 10–12 s) and has
 crashed on some inputs, so it never runs in the caller's process. :func:`unwrap` cuts the mesh
-into spatially compact pieces of at most ``piece_faces`` faces (halving along the longest side of
-the face centres), unwraps each in its own ``python -m meshforge.unwrap`` child, as many at a time
-as there are cores (OMP_NUM_THREADS where set), all at one texel density, and packs the pieces' atlases side by side into
-one. A cut is a seam, as a chart border already is. It returns None (with the reason) when a
-child fails, crashes or outlasts the time limit; callers then fall back to the view atlas.
-Meshes above ``max_faces`` are decimated first.
+into spatially compact pieces of at most ``piece_faces`` faces (halving along the longest side
+of the face centres), unwraps each in its own ``python -m meshforge.unwrap`` child, as many at a
+time as there are cores (OMP_NUM_THREADS where set), all at one texel density, and packs the
+pieces' atlases side by side into one. A cut is a seam, as a chart border already is. It
+returns None (with the reason) when a child fails, crashes or outlasts the time limit; callers
+then fall back to the view atlas. Meshes above ``max_faces`` are decimated first.
 """
 
 from __future__ import annotations
