@@ -35,7 +35,7 @@ from pathlib import Path
 
 import psutil
 
-from meshforge.errors import ModelTimeout, WorkerLost
+from meshforge.errors import ModelTimeout, StorageFull, WorkerLost
 
 from .settings import Settings
 from .store import JobStore, connect
@@ -118,14 +118,15 @@ def _child(env: dict, job_id: str, model: str, options: dict, component_options:
 
 def _write_summary(folder: Path, summary: dict) -> None:
     """input.json for the report (best-effort: the job store keeps the upload's own summary)."""
-    target, tmp = folder / "input.json", folder / ".input.json.tmp"
+    from meshforge.bundle import write_json
+
+    target = folder / "input.json"
     if target.exists():
         return
     try:
-        tmp.write_text(json.dumps(summary, default=str))
-        os.replace(tmp, target)
-    except OSError:
-        tmp.unlink(missing_ok=True)
+        write_json(target, summary)
+    except (OSError, ValueError, StorageFull):  # a full disk, or a value JSON cannot hold
+        pass
 
 
 def _kill_tree(pid: int) -> None:

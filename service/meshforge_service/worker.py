@@ -144,13 +144,10 @@ def _remember(settings: Settings, job_id: str, outcome: dict) -> None:
     """Keep each model's outcome beside the results, for the final report (best-effort: on a
     full disk the report falls back to what the job store holds)."""
     folder = settings.jobs_dir / job_id / "outcomes"
-    tmp = folder / f".{outcome['name']}.tmp"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(outcome, default=str))
-        os.replace(tmp, folder / f"{outcome['name']}.json")
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        bundle.write_json(folder / f"{outcome['name']}.json", outcome)
+    except (OSError, ValueError, StorageFull) as exc:
         log.warning("%s: could not keep the outcome of %s (%s)", job_id, outcome["name"], exc)
 
 
