@@ -141,7 +141,7 @@ class _Crop:
     oy: int = 0
 
 
-def _pack(sizes: list[tuple[int, int]], width: int) -> tuple[list[tuple[int, int]], int]:
+def shelf_pack(sizes: list[tuple[int, int]], width: int) -> tuple[list[tuple[int, int]], int]:
     """Shelf packing of (w, h) rectangles into a strip ``width`` wide -> (offsets, height)."""
     order = sorted(range(len(sizes)), key=lambda i: -sizes[i][1])
     offsets = [(0, 0)] * len(sizes)
@@ -216,13 +216,13 @@ def bake_view_atlas(vertices: np.ndarray, faces: np.ndarray, capture: Capture, *
         if max((s[0] for s in sizes), default=1) > width:
             scale *= 0.9
             continue
-        packed = _pack(sizes, width)
+        packed = shelf_pack(sizes, width)
         if packed[1] <= max_size:
             break
         scale *= 0.9
     if packed is None:  # a degenerate layout (e.g. a fill patch wider than the atlas): widen rather than fail
         width = max((s[0] for s in sizes), default=1)
-        packed = _pack(sizes, width)
+        packed = shelf_pack(sizes, width)
     offsets, height = packed
     height = max(4, int(math.ceil(height / 4) * 4))
     atlas = np.zeros((height, width, 3), np.uint8)

@@ -54,16 +54,11 @@ def _cores() -> int:
 
 def _shelves(sizes: list[tuple[int, int]]) -> tuple[list[tuple[int, int]], int, int]:
     """Pack rectangles (w, h) on shelves in a roughly square canvas -> (offsets, width, height)."""
+    from .texturing import shelf_pack  # here, not at the top: the xatlas children import this module
+
     width = max(max(w for w, _ in sizes), int(np.ceil(np.sqrt(sum(w * h for w, h in sizes)))))
-    offsets: list[tuple[int, int]] = [(0, 0)] * len(sizes)
-    x = y = shelf = 0
-    for i in sorted(range(len(sizes)), key=lambda i: -sizes[i][1]):  # tallest first: tidy shelves
-        w, h = sizes[i]
-        if x + w > width:
-            x, y, shelf = 0, y + shelf, 0
-        offsets[i] = (x, y)
-        x, shelf = x + w, max(shelf, h)
-    return offsets, width, y + shelf
+    offsets, height = shelf_pack(sizes, width)
+    return offsets, width, height
 
 
 def unwrap(vertices: np.ndarray, faces: np.ndarray, *, time_limit_s: float = 30.0, texture_size: int = 2048,
