@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,13 +18,10 @@ from pathlib import Path
 import httpx
 import psutil
 
-TERMINAL = {"succeeded", "failed", "cancelled"}
+from meshforge_service.store import TERMINAL
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service" / "tests"))
+from servicekit import free_port  # noqa: E402
 
 
 class Serve:
