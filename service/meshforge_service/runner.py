@@ -35,6 +35,7 @@ from pathlib import Path
 
 import psutil
 
+from meshforge.bundle import write_json
 from meshforge.errors import ModelTimeout, StorageFull, WorkerLost
 
 from .settings import Settings
@@ -118,8 +119,6 @@ def _child(env: dict, job_id: str, model: str, options: dict, component_options:
 
 def _write_summary(folder: Path, summary: dict) -> None:
     """input.json for the report (best-effort: the job store keeps the upload's own summary)."""
-    from meshforge.bundle import write_json
-
     target = folder / "input.json"
     if target.exists():
         return
