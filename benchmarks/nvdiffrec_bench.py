@@ -77,10 +77,11 @@ def main() -> None:
             held = heldout_scores(mesh, work / "heldout")
             info.update({"fscore@0.5%": round(geo["fscore@0.005"], 4), "fscore@1%": round(geo["fscore@0.01"], 4),
                          "chamfer_l1": round(geo["chamfer_l1"], 5), "heldout_psnr": round(held["psnr"], 2),
-                         "heldout_ssim": round(held["ssim"], 4)})
+                         "heldout_ssim": round(held["ssim"], 4),
+                         "heldout_per_view_psnr": {k: round(v["psnr"], 2) for k, v in held["per_view"].items()}})
             row[model] = info
             print(json.dumps({"mesh": name, "model": model, **{k: v for k, v in info.items()
-                                                              if k not in ("estimates", "timings")}}), flush=True)
+                                                              if k not in ("estimates", "timings", "heldout_per_view_psnr")}}), flush=True)
         rows.append(row)
     import torch
 

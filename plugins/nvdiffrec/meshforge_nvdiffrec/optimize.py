@@ -7,12 +7,15 @@ random background (so coverage must be explained by geometry), L1 on anti-aliase
 coverage, a robust depth loss against the calibrated depth, nvdiffrec's SDF regulariser
 (0.2 → 0.01 over the first quarter) and a small colour-smoothness term.
 
-Pass 2 (mesh fixed): the extracted surface is welded, cleaned of floaters and decimated;
-its UV layout is either meshforge's view atlas (charts = the faces' projections into the
-view that sees them best, texture initialised with the views' own pixels, no resampling)
-or an xatlas unwrap (child process, time limit, view-atlas fallback) initialised by baking
-the views; the texture is then optimised directly at ``render_res`` against all six views,
-on the pixels inside their silhouettes (edge pixels mix in the background).
+Pass 2 (the mesh's connectivity fixed): the extracted surface is welded, cleaned of floaters
+and decimated; its vertices are moved onto the exact depth hull (fusion's Newton refinement)
+and then optimised, as the paper's second pass does, against the views' silhouettes and
+depth with a Laplacian on the displacement (:func:`fit_vertices`). Its UV layout is either
+meshforge's view atlas (charts = the faces' projections into the view that sees them best,
+texture initialised with the views' own pixels, no resampling) or an xatlas unwrap (child
+process, time limit, view-atlas fallback) initialised by baking the views; the texture is
+then optimised directly at ``render_res`` against all six views, on the pixels inside their
+silhouettes (edge pixels mix in the background). Pass 2's learning rates decay to 2 %.
 
 Failures: NaN/inf, or a pass-1 loss 100× above its start → MODEL_DID_NOT_CONVERGE with the loss
 curve; a pass-1 result that covers less than half of the views' silhouettes →
@@ -149,8 +152,8 @@ def _field_colour(colours: ColourGrid, backend, verts, rast, faces) -> torch.Ten
     return colours(points.reshape(-1, 3)).reshape(points.shape)
 
 
-def pass1(capture: Capture, options: dict, device, backend, box, progress, run: Run, deadline: float):
-    from meshforge.plugins.fusion.volume import HullField, depth_hull_sdf
+def pass1(capture: Capture, hull, options: dict, device, backend, box, progress, run: Run, deadline: float):
+    from meshforge.plugins.fusion.volume import depth_hull_sdf
 
     setup_start = time.monotonic()
     lo, hi = box
@@ -158,8 +161,6 @@ def pass1(capture: Capture, options: dict, device, backend, box, progress, run: 
     cell = extent / options["grid_resolution"]
     lo = lo - 3 * cell
     dims = tuple(int(math.ceil(x)) + 1 for x in (hi + 3 * cell - lo) / cell)  # lattice points
-    estimated = capture.calibration is not None and capture.calibration.method in ("full", "depth_scale")
-    hull = HullField(capture.views.values(), slack_levels=1.5 if estimated else 0.5)
     band = options["band_cells"] * cell
     field, _, _ = depth_hull_sdf(hull, lo, cell, dims, 4 * band)
     grid = TetGrid(lo, cell, field, band)
@@ -197,9 +198,7 @@ def pass1(capture: Capture, options: dict, device, backend, box, progress, run: 
         target = views.images * views.masks + bg * (1 - views.masks)
         loss_colour = (image - target).abs().mean()
         loss_mask = (cover - views.masks).abs().mean()
-        valid = ((views.depths > 0) & (covered > 0)).float()  # weights, not a selection: no synchronisation
-        loss_depth = (torch.nn.functional.smooth_l1_loss(depth / extent, views.depths / extent, beta=0.01,
-                                                         reduction="none") * valid).sum() / valid.sum().clamp(min=1)
+        loss_depth = depth_loss(depth, covered, views, 0.01 * extent, extent)  # tolerant: the grid is coarse
         t = it / max(iterations - 1, 1)
         w_sdf = 0.2 - (0.2 - 0.01) * min(t / 0.25, 1.0)
         loss = (loss_colour + options["mask_weight"] * loss_mask + options["depth_weight"] * loss_depth
@@ -239,18 +238,101 @@ def _near_far(capture: Capture, extent: float) -> tuple[float, float]:
     return max(0.01, min(d) - 2 * extent), max(d) + 2 * extent
 
 
-def pass2(vertices: np.ndarray, faces: np.ndarray, cell: float, capture: Capture, options: dict, device, backend,
-          extent: float, progress, run: Run, deadline: float) -> TexturedMesh:
-    from meshforge.plugins.fusion.surface import compact, decimate, remove_floaters
+#: learning rates of pass 2 decay exponentially to this fraction of their start: Adam's steps
+#: stay near the learning rate however small the error (an L1 gradient keeps its size), so a
+#: constant rate leaves texels and vertices jittering by about that much at the end
+LR_FINAL_FRACTION = 0.02
+
+
+def _decay(optimizer, base_lr: float, it: int, iterations: int) -> None:
+    lr = base_lr * LR_FINAL_FRACTION ** (it / max(iterations - 1, 1))
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def depth_loss(depth, covered, views: Views, beta, unit: float, outlier: float = math.inf) -> torch.Tensor:
+    """Huber difference of rendered and captured planar depth (quadratic below ``beta``, a float or
+    a (B, 1, 1, 1) tensor of one per view), in units of ``unit``, over the pixels where both exist
+    and differ by less than ``outlier``."""
+    err = (depth - views.depths).abs()
+    # weights, not a selection: no synchronisation
+    valid = ((views.depths > 0) & (covered > 0) & (err < outlier)).float()
+    huber = torch.where(err < beta, 0.5 * err ** 2 / beta, err - 0.5 * beta)
+    return (huber * valid).sum() / (unit * valid.sum().clamp(min=1))
+
+
+def fit_vertices(vertices: np.ndarray, faces: np.ndarray, cell: float, capture: Capture, views: Views,
+                 options: dict, device, backend, progress, run: Run, deadline: float) -> np.ndarray:
+    """The paper's second pass moves the mesh's vertices too: here against the views' silhouettes
+    (anti-aliased coverage) and calibrated depth, with an umbrella Laplacian on the displacement
+    (the surface keeps its shape, noise does not enter). Depth errors are measured in cells,
+    quadratic below a tenth of a cell or one depth level, whichever is larger, so that 8-bit
+    depth pulls the surface onto its levels no harder than the Laplacian holds it smooth.
+    Pixels whose depths differ by more than two cells are left out: after pass 1 and the
+    refinement the surface is within a fraction of a cell, so such a pixel straddles an
+    occluding contour (the render sees the front, the capture the back), and its gradient
+    would push the front surface away along the ray."""
+    iterations = options["iterations_vertices"]
+    start = torch.as_tensor(vertices, device=device)
+    tri = torch.as_tensor(faces, dtype=torch.int32, device=device)
+    steps = [max(0.1 * cell, float(v.depth_step)) for v in capture.views.values()]
+    beta = torch.as_tensor(steps, dtype=torch.float32, device=device).view(-1, 1, 1, 1)
+    offset = torch.nn.Parameter(torch.zeros_like(start))  # in cells
+    opt = torch.optim.Adam([offset], lr=options["lr_vertices"])
+
+    def no_colour(rast, clip):
+        return torch.zeros(*rast.shape[:3], 3, device=device)
+
+    done = 0
+    for it in range(iterations):
+        if it % 10 == 0:
+            progress.update(it / iterations, "pass 2: vertices")
+            progress.check_cancelled()
+            if time.monotonic() > deadline:
+                run.warnings.append(f"time budget reached in pass 2 after {it} of {iterations} vertex iterations")
+                break
+        _decay(opt, options["lr_vertices"], it, iterations)
+        _, cover, depth, covered = render_views(backend, start + cell * offset, tri, views, no_colour, 0.0)
+        loss_mask = (cover - views.masks).abs().mean()
+        loss_depth = depth_loss(depth, covered, views, beta, cell, outlier=2 * cell)
+        loss = (options["mask_weight"] * loss_mask + options["depth_weight"] * loss_depth
+                + options["laplacian_weight_vertices"] * laplacian_energy(offset, tri))
+        if it % 10 == 0 or it == iterations - 1:
+            _check(loss, run, f"pass 2, vertex iteration {it}")
+            run.curve.append({"pass": 2, "stage": "vertices", "it": it, "loss": round(loss.item(), 6),
+                              "mask": round(loss_mask.item(), 6), "depth": round(loss_depth.item(), 6)})
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        done = it + 1
+    moved = offset.detach().norm(dim=1).cpu().numpy()  # in cells
+    run.stats.setdefault("pass2", {})["vertices"] = {"iterations": done, "mean_move_cells": round(float(moved.mean()), 4),
+                                                   "max_move_cells": round(float(moved.max(initial=0)), 4)}
+    return (start + cell * offset).detach().cpu().numpy()
+
+
+def pass2(vertices: np.ndarray, faces: np.ndarray, cell: float, hull, capture: Capture, options: dict, device,
+          backend, extent: float, progress, run: Run, deadline: float) -> TexturedMesh:
+    from meshforge.plugins.fusion.surface import decimate, remove_floaters
     from meshforge.texturing import bake_uv_texture, bake_view_atlas
     from meshforge.unwrap import unwrap
 
-    progress.update(0.0, "pass 2: unwrapping")
+    progress.update(0.0, "pass 2: mesh")
     vertices, faces = _clean(vertices, faces, 0.05 * cell)
     vertices, faces, floaters = remove_floaters(vertices, faces, 0.01)
     vertices, faces = decimate(vertices, faces, options["target_faces"])
+    stats = run.stats.setdefault("pass2", {})
+    stats.update({"floaters_removed": floaters, "layout": options["uv_layout"]})
+    if options["refine"]:
+        # fusion's Newton steps onto the depth hull: marching tets cuts corners by up to a cell
+        vertices, refine_stats = hull.refine(vertices, cell)
+        stats["refine"] = refine_stats
+    views = prepare_views(capture, options["render_res"], device, *_near_far(capture, extent))
+    if options["iterations_vertices"]:
+        vertices = fit_vertices(vertices, faces, cell, capture, views, options, device, backend,
+                                progress.slice(0.0, 0.3), run, deadline)
+    progress.update(0.3, "pass 2: unwrapping")
     size = options["texture_size"]
-    stats = {"floaters_removed": floaters, "layout": options["uv_layout"]}
     mesh = None
     if options["uv_layout"] == "xatlas":
         mesh, unwrap_stats = unwrap(vertices, faces, time_limit_s=options["unwrap_time_limit_s"],
@@ -264,23 +346,23 @@ def pass2(vertices: np.ndarray, faces: np.ndarray, cell: float, capture: Capture
     if mesh is None:
         mesh, atlas_stats = bake_view_atlas(vertices, faces, capture, max_size=size)
         stats.update(atlas_stats)
-    run.stats["pass2"] = stats
-    progress.update(0.2, "pass 2: texture")
+    progress.update(0.4, "pass 2: texture")
     verts = torch.as_tensor(mesh.vertices, device=device)
     tri = torch.as_tensor(mesh.faces, dtype=torch.int32, device=device)
     uv = torch.as_tensor(np.stack([mesh.uv[:, 0], 1.0 - mesh.uv[:, 1]], 1), device=device)  # v down for sampling
     texture = torch.nn.Parameter(torch.as_tensor(mesh.texture, dtype=torch.float32, device=device)[None] / 255.0)
     opt = torch.optim.Adam([texture], lr=options["lr_texture_pass2"])
-    views = prepare_views(capture, options["render_res"], device, *_near_far(capture, extent))
     interior = _interior(views.masks, max(1, views.res // 512))
     iterations = options["iterations_pass2"]
+    texture_progress = progress.slice(0.4, 1.0)
     for it in range(iterations):
         if it % 10 == 0:
-            progress.update(0.2 + 0.8 * it / max(iterations, 1), "pass 2: texture")
+            texture_progress.update(it / max(iterations, 1), "pass 2: texture")
             progress.check_cancelled()
             if time.monotonic() > deadline:
                 run.warnings.append(f"time budget reached in pass 2 after {it} of {iterations} iterations")
                 break
+        _decay(opt, options["lr_texture_pass2"], it, iterations)
 
         def colour(rast, clip):
             coords = backend.interpolate(uv, rast, tri)
@@ -297,7 +379,7 @@ def pass2(vertices: np.ndarray, faces: np.ndarray, cell: float, capture: Capture
         with torch.no_grad():
             texture.clamp_(0.0, 1.0)
         if it % 10 == 0 or it == iterations - 1:
-            run.curve.append({"pass": 2, "it": it, "loss": round(loss.item(), 6)})
+            run.curve.append({"pass": 2, "stage": "texture", "it": it, "loss": round(loss.item(), 6)})
     mesh.texture = (texture.detach()[0].clamp(0, 1) * 255 + 0.5).byte().cpu().numpy()
     return mesh
 
@@ -333,6 +415,7 @@ def _clean(vertices: np.ndarray, faces: np.ndarray, weld: float) -> tuple[np.nda
 def reconstruct(capture: Capture, options: dict, progress) -> tuple[TexturedMesh, Run]:
     """Both passes on ``capture`` with resolved ``options`` (see plugin.py for their meaning)."""
     from meshforge.plugins.fusion.fuse import object_box
+    from meshforge.plugins.fusion.volume import HullField
 
     run = Run()
     torch.manual_seed(options["seed"])
@@ -342,11 +425,14 @@ def reconstruct(capture: Capture, options: dict, progress) -> tuple[TexturedMesh
     deadline = start + options["time_budget_s"]
     lo, hi = object_box(capture)
     extent = float((hi - lo).max())
-    verts, faces = pass1(capture, options, device, backend, (lo, hi), progress.slice(0.0, 0.6), run,
+    estimated = capture.calibration is not None and capture.calibration.method in ("full", "depth_scale")
+    hull = HullField(capture.views.values(), slack_levels=1.5 if estimated else 0.5)  # as fusion builds it
+    verts, faces = pass1(capture, hull, options, device, backend, (lo, hi), progress.slice(0.0, 0.6), run,
                          start + 0.6 * options["time_budget_s"])
     run.timings["pass1"] = round(time.monotonic() - start, 3)
     t = time.monotonic()
-    mesh = pass2(verts, faces, run.stats["pass1"]["cell"], capture, options, device, backend, extent, progress.slice(0.6, 1.0), run, deadline)
+    mesh = pass2(verts, faces, run.stats["pass1"]["cell"], hull, capture, options, device, backend, extent,
+                 progress.slice(0.6, 1.0), run, deadline)
     run.timings["pass2"] = round(time.monotonic() - t, 3)
     run.stats["backend"] = backend.name
     run.stats["device"] = str(device)

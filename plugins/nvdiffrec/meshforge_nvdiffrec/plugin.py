@@ -18,7 +18,11 @@ from meshforge.errors import ModelOutOfMemory
 
 OPTIONS = (
     Option("iterations_pass1", "int", 400, "DMTet iterations (all views per iteration)", minimum=0, maximum=20000),
-    Option("iterations_pass2", "int", 300, "texture iterations with the mesh fixed", minimum=0, maximum=20000),
+    Option("iterations_pass2", "int", 300, "pass-2 texture iterations (the mesh fixed)", minimum=0, maximum=20000),
+    Option("iterations_vertices", "int", 200, "pass-2 vertex iterations before texturing (silhouettes, depth); 0: "
+           "keep pass 1's surface", minimum=0, maximum=20000),
+    Option("refine", "bool", True, "pass 2 starts by moving vertices onto the exact depth hull (fusion's "
+           "refinement: marching tets cuts corners)"),
     Option("grid_resolution", "int", 160, "tet-grid cells along the object's longest side", minimum=8,
            maximum=512),
     Option("band_cells", "float", 3.0, "keep tets within this many cells of the initial surface", minimum=1.0,
@@ -34,12 +38,16 @@ OPTIONS = (
     Option("lr_geometry", "float", 0.01, "Adam learning rate of SDF and offsets", minimum=1e-6, maximum=1e6),
     Option("lr_texture", "float", 0.03, "Adam learning rate of the colour field (pass 1)", minimum=1e-6,
            maximum=1e6),
-    Option("lr_texture_pass2", "float", 0.01, "Adam learning rate of the texture map (pass 2)", minimum=1e-6,
-           maximum=1e6),
+    Option("lr_texture_pass2", "float", 0.01, "Adam learning rate of the texture map (pass 2; decays to 2 %)",
+           minimum=1e-6, maximum=1e6),
+    Option("lr_vertices", "float", 0.02, "Adam learning rate of pass 2's vertex offsets, in grid cells (decays "
+           "to 2 %)", minimum=1e-6, maximum=1e6),
     Option("mask_weight", "float", 2.0, "weight of the silhouette loss", minimum=0, maximum=100),
     Option("depth_weight", "float", 1.0, "weight of the depth loss", minimum=0, maximum=100),
     Option("laplacian_weight", "float", 1.0, "weight of the surface smoothness (umbrella Laplacian, in cells²)",
            minimum=0, maximum=1000),
+    Option("laplacian_weight_vertices", "float", 0.1, "weight of the smoothness of pass 2's vertex offsets "
+           "(umbrella Laplacian, in cells²)", minimum=0, maximum=1000),
     Option("colour_grid", "str", "64,128,256", "resolutions of the pass-1 colour grids"),
     Option("appearance", "str", "baked", "baked: the views' colour as albedo (lighting included)",
            choices=("baked",)),
@@ -120,7 +128,7 @@ class NvdiffrecReconstructor(Reconstructor):
         peak = torch.cuda.max_memory_allocated() / 2**30 if opts["device"] == "cuda" else None
         estimates = {**run.stats, "peak_gpu_memory_gib": round(peak, 3) if peak is not None else None,
                      "oom_retries": attempts}
-        warnings = list(run.warnings) + ([f"ran out of memory, retried at half resolution"] if attempts else [])
+        warnings = list(run.warnings) + (["ran out of memory, retried at half resolution"] if attempts else [])
         return ReconstructionResult(mesh, estimates, {**run.timings, "total": round(time.perf_counter() - start, 3)},
                                     warnings, {"loss_curve": run.curve})
 

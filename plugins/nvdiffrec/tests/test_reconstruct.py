@@ -32,7 +32,7 @@ from meshforge.pipeline import run
 from meshforge.progress import CancelFlag, Progress
 
 #: tiny but complete: every stage runs, in seconds on a CPU
-TINY = {"iterations_pass1": 30, "iterations_pass2": 20, "grid_resolution": 24, "train_res": 64, "render_res": 128,
+TINY = {"iterations_pass1": 30, "iterations_pass2": 20, "iterations_vertices": 20, "grid_resolution": 24, "train_res": 64, "render_res": 128,
         "texture_size": 256, "target_faces": 5_000, "colour_grid": "16,32", "time_budget_s": 600}
 
 
@@ -86,17 +86,22 @@ def test_end_to_end_through_the_pipeline(tiny, manager, tmp_path):
     p1 = est["pass1"]
     assert p1["iterations"] == TINY["iterations_pass1"] and p1["tets"] > 1000 and p1["cell"] > 0
     assert p1["silhouette_iou"] > 0.9, p1
-    assert est["pass2"]["layout"] == "views"
+    p2 = est["pass2"]
+    assert p2["layout"] == "views" and p2["refine"]["refined_vertices"] > 0
+    assert p2["vertices"]["iterations"] == TINY["iterations_vertices"] and 0 < p2["vertices"]["mean_move_cells"] < 1
     assert outcome["timings"]["pass1"] > 0 and outcome["timings"]["pass2"] > 0
     assert not any("time budget" in w for w in outcome["warnings"])
 
-    # the loss curve: recorded every 10 iterations in both passes, finite, going down
+    # the loss curve: recorded every 10 iterations in both passes (pass 2: vertices, then texture), finite, going down
     curve = outcome["diagnostics"]["loss_curve"]
     one = [c for c in curve if c["pass"] == 1]
-    two = [c for c in curve if c["pass"] == 2]
+    moves = [c for c in curve if c["pass"] == 2 and c["stage"] == "vertices"]
+    two = [c for c in curve if c["pass"] == 2 and c["stage"] == "texture"]
     assert [c["it"] for c in one] == [0, 10, 20, 29] and [c["it"] for c in two] == [0, 10, 19]
+    assert [c["it"] for c in moves] == [0, 10, 19]
     assert all(np.isfinite(c["loss"]) for c in curve)
     assert one[-1]["loss"] < one[0]["loss"] and two[-1]["loss"] < two[0]["loss"], curve
+    assert moves[-1]["depth"] < moves[0]["depth"], moves
     assert one[-1]["colour"] + one[-1]["mask"] < one[0]["colour"] + one[0]["mask"], curve
 
     # the published bundle: GLB, OBJ+MTL+PNG, quality and previews, nothing half-written
