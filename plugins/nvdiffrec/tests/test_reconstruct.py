@@ -252,3 +252,44 @@ def test_xatlas_layout_unwraps_bakes_and_optimises_the_texture(tiny, manager, tm
     held = heldout_scores(glb, tiny.heldout_dir)
     assert held["psnr"] > 22.0 and held["ssim"] > 0.92, held
     print(f"xatlas layout: {p2}, held-out PSNR {held['psnr']:.2f} SSIM {held['ssim']:.4f}")
+
+
+def test_vertex_pass_pulls_an_inflated_surface_back_onto_the_depth(tiny):
+    """Pass 2's vertex fit on its own: fusion's surface blown up by half a cell along its normals
+    comes back to the ground truth (the depth loss, through the PyTorch backend's gradients)."""
+    import torch
+
+    from meshforge.mesh import TexturedMesh
+    from meshforge_nvdiffrec.backends import make_backend
+    from meshforge_nvdiffrec.optimize import Run, _near_far, fit_vertices, prepare_views
+
+    capture = meshforge.load_capture(tiny.capture)
+    mesh = meshforge.reconstruct(capture, "fusion", {"resolution": 64, "target_faces": 4000}).mesh
+    vertices, inverse = np.unique(mesh.vertices, axis=0, return_inverse=True)  # weld the atlas's seams
+    faces = inverse.reshape(-1)[mesh.faces].astype(np.int32)
+    extent = float(np.ptp(vertices, axis=0).max())
+    cell = extent / 32
+    normals = np.zeros_like(vertices)
+    tri = vertices[faces]
+    np.add.at(normals, faces.ravel(), np.repeat(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), 3, axis=0))
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True).clip(1e-12)
+    inflated = (vertices + 0.5 * cell * normals).astype(np.float32)
+
+    options = {"iterations_vertices": 100, "lr_vertices": 0.05, "mask_weight": 2.0, "depth_weight": 1.0,
+               "laplacian_weight_vertices": 0.1}
+    device = torch.device("cpu")
+    views = prepare_views(capture, 128, device, *_near_far(capture, extent))
+    run = Run()
+    fitted = fit_vertices(inflated, faces, cell, capture, views, options, device, make_backend("torch", device),
+                          Progress(), run, deadline=time.monotonic() + 600)
+
+    gt = load_parts(tiny.ground_truth)
+    before = geometry_scores(TexturedMesh(inflated, faces), gt, samples=50_000)["chamfer_l1"]
+    after = geometry_scores(TexturedMesh(fitted, faces), gt, samples=50_000)["chamfer_l1"]
+    reference = geometry_scores(TexturedMesh(vertices, faces), gt, samples=50_000)["chamfer_l1"]
+    print(f"chamfer: inflated {before:.5f}, fitted {after:.5f}, fusion {reference:.5f}; {run.stats['pass2']}")
+    assert after < 0.6 * before and after < 1.5 * reference, (before, after, reference)
+    stats = run.stats["pass2"]["vertices"]
+    assert stats["iterations"] == 100 and 0.2 < stats["mean_move_cells"] < 1.0, stats
+    moves = [c for c in run.curve if c.get("stage") == "vertices"]
+    assert moves[-1]["depth"] < 0.5 * moves[0]["depth"], moves
