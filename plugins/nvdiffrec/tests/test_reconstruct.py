@@ -293,3 +293,15 @@ def test_vertex_pass_pulls_an_inflated_surface_back_onto_the_depth(tiny):
     assert stats["iterations"] == 100 and 0.2 < stats["mean_move_cells"] < 1.0, stats
     moves = [c for c in run.curve if c.get("stage") == "vertices"]
     assert moves[-1]["depth"] < 0.5 * moves[0]["depth"], moves
+
+
+def test_vertex_pass_auto_moves_vertices_on_metric_depth_only(tiny, sneaker_dir):
+    """The real sample's 8-bit relative depth is scaled by meshforge's calibration: not precise or
+    registered enough for sub-cell moves, so "auto" skips the vertex pass there."""
+    from meshforge_nvdiffrec.optimize import vertex_pass_wanted
+
+    metric, sample = meshforge.load_capture(tiny.capture), meshforge.load_capture(sneaker_dir)
+    assert sample.calibration.method in ("full", "depth_scale")
+    assert vertex_pass_wanted(metric, {"vertex_pass": "auto"})
+    assert not vertex_pass_wanted(sample, {"vertex_pass": "auto"})
+    assert vertex_pass_wanted(sample, {"vertex_pass": "on"}) and not vertex_pass_wanted(metric, {"vertex_pass": "off"})
