@@ -8,13 +8,13 @@ coverage, a robust depth loss against the calibrated depth, nvdiffrec's SDF regu
 (0.2 → 0.01 over the first quarter) and a small colour-smoothness term.
 
 Pass 2 (the mesh's connectivity fixed): the extracted surface is welded, cleaned of floaters
-and decimated; its vertices are moved onto the exact depth hull (fusion's Newton refinement)
-and then optimised, as the paper's second pass does, against the views' silhouettes and
-depth with a Laplacian on the displacement (:func:`fit_vertices`). Its UV layout is either
-meshforge's view atlas (charts = the faces' projections into the view that sees them best,
-texture initialised with the views' own pixels, no resampling) or an xatlas unwrap (child
-process, time limit, view-atlas fallback) initialised by baking the views; the texture is
-then optimised directly at ``render_res`` against all six views, on the pixels inside their
+and decimated; where the depth is metric, its vertices are moved onto the exact depth hull
+(fusion's Newton refinement) and then optimised, as the paper's second pass does, against
+the views' silhouettes and depth with a Laplacian on the displacement (:func:`fit_vertices`).
+Its UV layout is either meshforge's view atlas (charts = the faces' projections into the view
+that sees them best, texture initialised with the views' own pixels, no resampling) or an
+xatlas unwrap (child process, time limit, view-atlas fallback) initialised by baking the
+views; the texture is then optimised directly at ``render_res`` against all six views, on the pixels inside their
 silhouettes (edge pixels mix in the background). Pass 2's learning rates decay to 2 %.
 
 Failures: NaN/inf, or a pass-1 loss 100× above its start → MODEL_DID_NOT_CONVERGE with the loss
@@ -318,9 +318,9 @@ def _depth_estimated(capture: Capture) -> bool:
 
 
 def vertex_pass_wanted(capture: Capture, options: dict) -> bool:
-    """``vertex_pass`` "auto" moves vertices only on metric depth: estimated depth is neither
-    precise to a fraction of a cell nor registered with the photographs to that (on the real
-    sneaker the vertex pass cost 1.8 dB of fit-view PSNR at full size)."""
+    """``vertex_pass`` "auto" moves vertices onto the depth only when it is metric: estimated depth
+    is neither precise to a fraction of a cell nor registered with the photographs that well (on
+    the real sneaker, refinement onto its depth hull cost 1.9 dB of fit-view PSNR at full size)."""
     if options["vertex_pass"] == "auto":
         return capture.has_depth and not _depth_estimated(capture)
     return options["vertex_pass"] == "on"
@@ -338,15 +338,14 @@ def pass2(vertices: np.ndarray, faces: np.ndarray, cell: float, hull, capture: C
     vertices, faces = decimate(vertices, faces, options["target_faces"])
     stats = run.stats.setdefault("pass2", {})
     stats.update({"floaters_removed": floaters, "layout": options["uv_layout"]})
-    if options["refine"]:
-        # fusion's Newton steps onto the depth hull: marching tets cuts corners by up to a cell
-        vertices, refine_stats = hull.refine(vertices, cell)
-        stats["refine"] = refine_stats
     views = prepare_views(capture, options["render_res"], device, *_near_far(capture, extent))
-    if options["iterations_vertices"] and vertex_pass_wanted(capture, options):
-        vertices = fit_vertices(vertices, faces, cell, capture, views, options, device, backend,
-                                progress.slice(0.0, 0.3), run, deadline)
-    elif options["iterations_vertices"]:
+    if vertex_pass_wanted(capture, options):
+        # fusion's Newton steps onto the depth hull first: marching tets cuts corners by up to a cell
+        vertices, stats["refine"] = hull.refine(vertices, cell)
+        if options["iterations_vertices"]:
+            vertices = fit_vertices(vertices, faces, cell, capture, views, options, device, backend,
+                                    progress.slice(0.0, 0.3), run, deadline)
+    else:
         stats["vertices"] = {"iterations": 0, "skipped": "the capture's depth is estimated or missing (vertex_pass "
                                                          "'auto' moves vertices on metric depth only)"}
     progress.update(0.3, "pass 2: unwrapping")

@@ -21,10 +21,9 @@ OPTIONS = (
     Option("iterations_pass2", "int", 300, "pass-2 texture iterations (the mesh fixed)", minimum=0, maximum=20000),
     Option("iterations_vertices", "int", 200, "pass-2 vertex iterations before texturing (silhouettes, depth); 0: "
            "keep pass 1's surface", minimum=0, maximum=20000),
-    Option("vertex_pass", "str", "auto", "move vertices in pass 2: auto = only when the capture's depth is "
-           "metric (not estimated from relative depth)", choices=("auto", "on", "off")),
-    Option("refine", "bool", True, "pass 2 starts by moving vertices onto the exact depth hull (fusion's "
-           "refinement: marching tets cuts corners)"),
+    Option("vertex_pass", "str", "auto", "pass 2 moves the vertices onto the depth (refinement onto the depth hull, "
+           "then iterations_vertices of fitting): auto = only when the capture's depth is metric, not estimated",
+           choices=("auto", "on", "off")),
     Option("grid_resolution", "int", 160, "tet-grid cells along the object's longest side", minimum=8,
            maximum=512),
     Option("band_cells", "float", 3.0, "keep tets within this many cells of the initial surface", minimum=1.0,
