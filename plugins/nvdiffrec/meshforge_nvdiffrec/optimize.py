@@ -14,8 +14,9 @@ the views' silhouettes and depth with a Laplacian on the displacement (:func:`fi
 Its UV layout is either meshforge's view atlas (charts = the faces' projections into the view
 that sees them best, texture initialised with the views' own pixels, no resampling) or an
 xatlas unwrap (child process, time limit, view-atlas fallback) initialised by baking the
-views; the texture is then optimised directly at ``render_res`` against all six views, on the pixels inside their
-silhouettes (edge pixels mix in the background). Pass 2's learning rates decay to 2 %.
+views; the texture is then optimised directly at ``render_res`` against all six views, on
+the pixels inside their silhouettes (edge pixels mix in the background). Pass 2's learning
+rates decay to 2 %.
 
 Failures: NaN/inf, or a pass-1 loss 100× above its start → MODEL_DID_NOT_CONVERGE with the loss
 curve; a pass-1 result that covers less than half of the views' silhouettes →
