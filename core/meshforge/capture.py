@@ -97,6 +97,12 @@ class Capture:
     def has_depth(self) -> bool:
         return all(v.depth is not None for v in self.views.values())
 
+    @property
+    def depth_estimated(self) -> bool:
+        """Whether the depth was scaled by meshforge's calibration (relative depth, e.g. 8-bit
+        renders) rather than given in world units."""
+        return self.calibration is not None and self.calibration.method in ("full", "depth_scale")
+
     def without(self, *names: str) -> "Capture":
         """The same capture with some views left out (for held-out scoring)."""
         unknown = set(names) - set(self.views)

@@ -128,6 +128,20 @@ def _check_rise(run: Run, it: int) -> None:
                                                             f"lower lr_geometry / lr_texture", loss_curve=run.curve[-50:])
 
 
+def _out_of_time(run: Run, progress, stage: str, it: int, iterations: int, deadline: float, where: str,
+                 unit: str) -> bool:
+    """Every 10 iterations of an optimisation loop: report progress, stop on cancel (raises
+    Cancelled), and say whether the time budget is spent (with a warning naming where)."""
+    if it % 10:
+        return False
+    progress.update(it / iterations, stage)
+    progress.check_cancelled()
+    if time.monotonic() > deadline:
+        run.warnings.append(f"time budget reached in {where} after {it} of {iterations} {unit}")
+        return True
+    return False
+
+
 def render_views(backend, verts, faces, views: Views, colour_fn, background):
     """Composite colour, coverage and depth of a mesh in every view, anti-aliased."""
     clip = _clip(verts, views)
@@ -138,6 +152,11 @@ def render_views(backend, verts, faces, views: Views, colour_fn, background):
     image = colour + background * (1 - covered)
     stack = backend.antialias(torch.cat([image, covered], dim=-1), rast, clip, faces)
     return stack[..., :3], stack[..., 3:4], depth * covered, covered
+
+
+def _no_colour(rast, clip) -> torch.Tensor:
+    """Black: for renders that only need coverage and depth."""
+    return torch.zeros(*rast.shape[:3], 3, dtype=rast.dtype, device=rast.device)
 
 
 def _field_colour(colours: ColourGrid, backend, verts, rast, faces) -> torch.Tensor:
@@ -183,12 +202,9 @@ def pass1(capture: Capture, hull, options: dict, device, backend, box, progress,
     run.stats["pass1"]["setup_s"] = round(loop_start - setup_start, 3)
     done = 0
     for it in range(iterations):
-        if it % 10 == 0:
-            progress.update(it / iterations, "pass 1: geometry and appearance")
-            progress.check_cancelled()
-            if time.monotonic() > deadline:
-                run.warnings.append(f"time budget reached in pass 1 after {it} of {iterations} iterations")
-                break
+        if _out_of_time(run, progress, "pass 1: geometry and appearance", it, iterations, deadline,
+                        "pass 1", "iterations"):
+            break
         verts_all = positions + 0.5 * cell * torch.tanh(deform)
         verts, faces = marching_tets(verts_all, sdf, tets)
         faces = faces.int()
@@ -221,8 +237,7 @@ def pass1(capture: Capture, hull, options: dict, device, backend, box, progress,
     run.stats["pass1"]["ms_per_iteration"] = round(1000 * (time.monotonic() - loop_start) / max(done, 1), 1)
     with torch.no_grad():
         verts, faces = marching_tets(positions + 0.5 * cell * torch.tanh(deform), sdf, tets)
-        _, cover, _, _ = render_views(backend, verts, faces.int(), views, lambda r, c: torch.zeros(*r.shape[:3], 3,
-                                                                                                  device=device), 0.0)
+        _, cover, _, _ = render_views(backend, verts, faces.int(), views, _no_colour, 0.0)
         inter = ((cover > 0.5) & (views.masks > 0.5)).float().sum()
         union = ((cover > 0.5) | (views.masks > 0.5)).float().sum()
         iou = float(inter / union.clamp(min=1))
@@ -281,19 +296,12 @@ def fit_vertices(vertices: np.ndarray, faces: np.ndarray, cell: float, capture: 
     offset = torch.nn.Parameter(torch.zeros_like(start))  # in cells
     opt = torch.optim.Adam([offset], lr=options["lr_vertices"])
 
-    def no_colour(rast, clip):
-        return torch.zeros(*rast.shape[:3], 3, device=device)
-
     done = 0
     for it in range(iterations):
-        if it % 10 == 0:
-            progress.update(it / iterations, "pass 2: vertices")
-            progress.check_cancelled()
-            if time.monotonic() > deadline:
-                run.warnings.append(f"time budget reached in pass 2 after {it} of {iterations} vertex iterations")
-                break
+        if _out_of_time(run, progress, "pass 2: vertices", it, iterations, deadline, "pass 2", "vertex iterations"):
+            break
         _decay(opt, options["lr_vertices"], it, iterations)
-        _, cover, depth, covered = render_views(backend, start + cell * offset, tri, views, no_colour, 0.0)
+        _, cover, depth, covered = render_views(backend, start + cell * offset, tri, views, _no_colour, 0.0)
         loss_mask = (cover - views.masks).abs().mean()
         loss_depth = depth_loss(depth, covered, views, beta, cell, outlier=2 * cell)
         loss = (options["mask_weight"] * loss_mask + options["depth_weight"] * loss_depth
@@ -313,17 +321,12 @@ def fit_vertices(vertices: np.ndarray, faces: np.ndarray, cell: float, capture: 
     return (start + cell * offset).detach().cpu().numpy()
 
 
-def _depth_estimated(capture: Capture) -> bool:
-    """Depth scaled by meshforge's calibration (relative depth, e.g. 8-bit renders) rather than metric."""
-    return capture.calibration is not None and capture.calibration.method in ("full", "depth_scale")
-
-
 def vertex_pass_wanted(capture: Capture, options: dict) -> bool:
     """``vertex_pass`` "auto" moves vertices onto the depth only when it is metric: estimated depth
     is neither precise to a fraction of a cell nor registered with the photographs that well (on
     the real sneaker, refinement onto its depth hull cost 1.9 dB of fit-view PSNR at full size)."""
     if options["vertex_pass"] == "auto":
-        return capture.has_depth and not _depth_estimated(capture)
+        return capture.has_depth and not capture.depth_estimated
     return options["vertex_pass"] == "on"
 
 
@@ -374,12 +377,8 @@ def pass2(vertices: np.ndarray, faces: np.ndarray, cell: float, hull, capture: C
     iterations = options["iterations_pass2"]
     texture_progress = progress.slice(0.4, 1.0)
     for it in range(iterations):
-        if it % 10 == 0:
-            texture_progress.update(it / max(iterations, 1), "pass 2: texture")
-            progress.check_cancelled()
-            if time.monotonic() > deadline:
-                run.warnings.append(f"time budget reached in pass 2 after {it} of {iterations} iterations")
-                break
+        if _out_of_time(run, texture_progress, "pass 2: texture", it, iterations, deadline, "pass 2", "iterations"):
+            break
         _decay(opt, options["lr_texture_pass2"], it, iterations)
 
         def colour(rast, clip):
@@ -443,7 +442,7 @@ def reconstruct(capture: Capture, options: dict, progress) -> tuple[TexturedMesh
     deadline = start + options["time_budget_s"]
     lo, hi = object_box(capture)
     extent = float((hi - lo).max())
-    hull = HullField(capture.views.values(), slack_levels=1.5 if _depth_estimated(capture) else 0.5)  # as fusion
+    hull = HullField.of_capture(capture)  # fusion's field: pass 1 starts from it, pass 2 refines onto it
     verts, faces = pass1(capture, hull, options, device, backend, (lo, hi), progress.slice(0.0, 0.6), run,
                          start + 0.6 * options["time_budget_s"])
     run.timings["pass1"] = round(time.monotonic() - start, 3)

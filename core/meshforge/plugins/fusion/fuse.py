@@ -49,9 +49,7 @@ def fuse(capture: Capture, options: dict, progress: Progress) -> tuple[TexturedM
     pad = 3 * step + 0.01 * extent
     lo, hi = lo - pad, hi + pad
     dims = tuple(int(np.ceil(x)) + 1 for x in (hi - lo) / step)
-    # estimated (relative) depth scales agree to about a level between views; metric depth to rounding
-    estimated = capture.calibration is not None and capture.calibration.method in ("full", "depth_scale")
-    field = HullField(capture.views.values(), slack_levels=1.5 if estimated else 0.5)
+    field = HullField.of_capture(capture)
     sdf, grid_stats, active = depth_hull_sdf(field, lo, step, dims, truncation=6 * step)
     lap("fusion")
     progress.check_cancelled()

@@ -276,6 +276,12 @@ class HullField:
         self.edges = np.asarray(edges, np.float64)
         self.slack = np.array([slack_levels * v.depth_step for v in self.views], np.float64)
 
+    @classmethod
+    def of_capture(cls, capture) -> "HullField":
+        """The field of a capture's views, with the slack its depth needs: estimated (relative)
+        depth scales agree to about a level between views, metric depth to rounding."""
+        return cls(capture.views.values(), slack_levels=1.5 if capture.depth_estimated else 0.5)
+
     def at(self, points: np.ndarray, truncation: float) -> np.ndarray:
         """(N, 3) world points -> (N,) float32 signed distance (positive outside)."""
         out = np.empty(len(points), np.float32)
