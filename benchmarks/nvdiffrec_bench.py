@@ -80,8 +80,8 @@ def main() -> None:
                          "heldout_ssim": round(held["ssim"], 4),
                          "heldout_per_view_psnr": {k: round(v["psnr"], 2) for k, v in held["per_view"].items()}})
             row[model] = info
-            print(json.dumps({"mesh": name, "model": model, **{k: v for k, v in info.items()
-                                                              if k not in ("estimates", "timings", "heldout_per_view_psnr")}}), flush=True)
+            brief = {k: v for k, v in info.items() if k not in ("estimates", "timings", "heldout_per_view_psnr")}
+            print(json.dumps({"mesh": name, "model": model, **brief}), flush=True)
         rows.append(row)
     import torch
 
