@@ -306,3 +306,15 @@ def test_vertex_pass_auto_moves_vertices_on_metric_depth_only(tiny, sneaker_dir)
     assert vertex_pass_wanted(metric, {"vertex_pass": "auto"})
     assert not vertex_pass_wanted(sample, {"vertex_pass": "auto"})
     assert vertex_pass_wanted(sample, {"vertex_pass": "on"}) and not vertex_pass_wanted(metric, {"vertex_pass": "off"})
+
+
+def test_an_unknown_vertex_pass_is_refused_before_anything_runs(tiny, manager, tmp_path):
+    from meshforge.errors import InvalidOptions
+
+    out = tmp_path / "job"
+    with pytest.raises(InvalidOptions) as refused:
+        run(tiny.capture, "nvdiffrec", out, {"nvdiffrec": {"vertex_pass": "sometimes"}}, manager=manager)
+    assert refused.value.code == "INVALID_OPTIONS"
+    assert refused.value.details["where"] == "options.nvdiffrec.vertex_pass"
+    assert "'auto', 'on', 'off'" in refused.value.details["reason"]
+    assert not out.exists()
