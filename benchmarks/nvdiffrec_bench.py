@@ -3,7 +3,7 @@
 Per mesh: render a contract capture (2048² views, 1024² depth) with 8 held-out orbit views
 and the ground truth; run fusion and nvdiffrec (default options, or ``--options``) and score
 both against the ground truth (F-score at 0.5 % and 1 % of the object size) and on the
-held-out views (PSNR, SSIM). Time is end to end per model: load_capture → reconstruct →
+held-out views (PSNR, SSIM, and how much of the error is at the outline). Time is end to end per model: load_capture → reconstruct →
 write GLB/OBJ; nvdiffrec's first run also pays for compiling nvdiffrast and is reported
 separately. Run on the GPU machine (see benchmarks/README.md).
 
@@ -18,6 +18,8 @@ import os
 import platform
 import time
 from pathlib import Path
+
+import numpy as np
 
 MESHES = {"spot": "spot/spot.obj", "bob": "bob/bob_tri.obj", "water_bottle": "water_bottle/WaterBottle.gltf",
           "ycb_banana": "ycb_banana/textured_simple_reoriented.obj", "avocado": "avocado/Avocado.gltf",
@@ -42,6 +44,39 @@ def timed_run(model: str, capture_path: Path, out: Path, options: dict) -> tuple
             "faces": int(len(result.mesh.faces)), "estimates": {k: v for k, v in result.estimates.items()
                                                                 if k in ("pass1", "pass2", "faces", "texture")}}, \
         result.mesh
+
+
+def error_split(mesh, gt, heldout_dir: Path) -> dict:
+    """Where the held-out squared error lies, summed over the views: on pixels that the model and
+    the ground truth disagree are covered ("silhouette": a geometry error at the outline), in a
+    2-pixel band inside the true outline, or in the interior (colour). Also the mean number of
+    silhouette pixels per view and the PSNR the model would score were its outline exact."""
+    from PIL import Image
+    from scipy import ndimage
+
+    from meshforge.camera import Camera
+    from meshforge.render import render
+
+    spec = json.loads((heldout_dir / "heldout.json").read_text())
+    sums = {"silhouette": 0.0, "band": 0.0, "interior": 0.0}
+    flips, pixels = [], 0
+    for name, c2w in spec["views"].items():
+        ref = np.asarray(Image.open(heldout_dir / f"{name}.png").convert("RGB"), np.float64) / 255.0
+        cam = Camera.from_fov(np.asarray(c2w), spec["fov_y_degrees"], ref.shape[1], ref.shape[0])
+        ours = render(mesh, cam, background=spec["background"])
+        truth = render(gt, cam).mask > 0.5
+        error = ((ours.color.astype(np.float64) - ref) ** 2).sum(axis=2)
+        flip = (ours.mask > 0.5) != truth
+        band = ~flip & (truth & ~ndimage.binary_erosion(truth, iterations=2))
+        for key, where in (("silhouette", flip), ("band", band), ("interior", ~flip & ~band)):
+            sums[key] += float(error[where].sum())
+        flips.append(int(flip.sum()))
+        pixels += error.size * 3
+    total = sum(sums.values())
+    exact_outline = total - sums["silhouette"]
+    return {"share": {k: round(v / total, 3) for k, v in sums.items()},
+            "silhouette_pixels_per_view": round(float(np.mean(flips)), 1),
+            "psnr_if_outline_exact": round(float(10 * np.log10(pixels / max(exact_outline, 1e-12))), 2)}
 
 
 def main() -> None:
@@ -78,7 +113,8 @@ def main() -> None:
             info.update({"fscore@0.5%": round(geo["fscore@0.005"], 4), "fscore@1%": round(geo["fscore@0.01"], 4),
                          "chamfer_l1": round(geo["chamfer_l1"], 5), "heldout_psnr": round(held["psnr"], 2),
                          "heldout_ssim": round(held["ssim"], 4),
-                         "heldout_per_view_psnr": {k: round(v["psnr"], 2) for k, v in held["per_view"].items()}})
+                         "heldout_per_view_psnr": {k: round(v["psnr"], 2) for k, v in held["per_view"].items()},
+                         "heldout_error_split": error_split(mesh, gt, work / "heldout")})
             row[model] = info
             brief = {k: v for k, v in info.items() if k not in ("estimates", "timings", "heldout_per_view_psnr")}
             print(json.dumps({"mesh": name, "model": model, **brief}), flush=True)
