@@ -46,11 +46,13 @@ def timed_run(model: str, capture_path: Path, out: Path, options: dict) -> tuple
         result.mesh
 
 
-def error_split(mesh, gt, heldout_dir: Path) -> dict:
+def error_split(mesh, gt, heldout_dir: Path, capture) -> dict:
     """Where the held-out squared error lies, summed over the views: on pixels that the model and
     the ground truth disagree are covered ("silhouette": a geometry error at the outline), in a
-    2-pixel band inside the true outline, or in the interior (colour). Also the mean number of
-    silhouette pixels per view and the PSNR the model would score were its outline exact."""
+    2-pixel band inside the true outline, or in the interior (colour), split by whether any input
+    view sees that point of the true surface (its depth agrees with the capture's depth map there
+    within 0.5 % of the object's size). Also the mean number of silhouette pixels per view and the
+    PSNR the model would score were its outline exact."""
     from PIL import Image
     from scipy import ndimage
 
@@ -58,17 +60,33 @@ def error_split(mesh, gt, heldout_dir: Path) -> dict:
     from meshforge.render import render
 
     spec = json.loads((heldout_dir / "heldout.json").read_text())
-    sums = {"silhouette": 0.0, "band": 0.0, "interior": 0.0}
+    sums = {"silhouette": 0.0, "band": 0.0, "interior_seen": 0.0, "interior_unseen": 0.0}
+    points = np.concatenate([part.vertices for part in gt])
+    tolerance = 0.005 * float(np.linalg.norm(points.max(axis=0) - points.min(axis=0)))
     flips, pixels = [], 0
     for name, c2w in spec["views"].items():
         ref = np.asarray(Image.open(heldout_dir / f"{name}.png").convert("RGB"), np.float64) / 255.0
         cam = Camera.from_fov(np.asarray(c2w), spec["fov_y_degrees"], ref.shape[1], ref.shape[0])
         ours = render(mesh, cam, background=spec["background"])
-        truth = render(gt, cam).mask > 0.5
+        true_render = render(gt, cam)
+        truth = true_render.mask > 0.5
+        rows, cols = np.nonzero(truth)
+        world = cam.unproject(np.stack([cols + 0.5, rows + 0.5], axis=1), true_render.depth[rows, cols])
+        seen = np.zeros(truth.shape, bool)
+        for view in capture.views.values():
+            dcam = view.depth_camera
+            uv, z = dcam.project(world)
+            j, i = np.floor(uv[:, 0]).astype(int), np.floor(uv[:, 1]).astype(int)
+            inside = (z > 0) & (j >= 0) & (i >= 0) & (j < dcam.width) & (i < dcam.height)
+            d = np.zeros(len(z))
+            d[inside] = view.depth[i[inside], j[inside]]
+            seen[rows, cols] |= inside & (d > 0) & (np.abs(d - z) < tolerance)
         error = ((ours.color.astype(np.float64) - ref) ** 2).sum(axis=2)
         flip = (ours.mask > 0.5) != truth
         band = ~flip & (truth & ~ndimage.binary_erosion(truth, iterations=2))
-        for key, where in (("silhouette", flip), ("band", band), ("interior", ~flip & ~band)):
+        inner = ~flip & ~band
+        for key, where in (("silhouette", flip), ("band", band), ("interior_seen", inner & seen),
+                           ("interior_unseen", inner & ~seen)):
             sums[key] += float(error[where].sum())
         flips.append(int(flip.sum()))
         pixels += error.size * 3
@@ -114,7 +132,8 @@ def main() -> None:
                          "chamfer_l1": round(geo["chamfer_l1"], 5), "heldout_psnr": round(held["psnr"], 2),
                          "heldout_ssim": round(held["ssim"], 4),
                          "heldout_per_view_psnr": {k: round(v["psnr"], 2) for k, v in held["per_view"].items()},
-                         "heldout_error_split": error_split(mesh, gt, work / "heldout")})
+                         "heldout_error_split": error_split(mesh, gt, work / "heldout",
+                                                                 meshforge.load_capture(capture))})
             row[model] = info
             brief = {k: v for k, v in info.items() if k not in ("estimates", "timings", "heldout_per_view_psnr")}
             print(json.dumps({"mesh": name, "model": model, **brief}), flush=True)
