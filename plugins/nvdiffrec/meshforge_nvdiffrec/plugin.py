@@ -47,7 +47,7 @@ OPTIONS = (
     Option("depth_weight", "float", 1.0, "weight of the depth loss", minimum=0, maximum=100),
     Option("laplacian_weight", "float", 1.0, "weight of the surface smoothness (umbrella Laplacian, in cells²)",
            minimum=0, maximum=1000),
-    Option("laplacian_weight_vertices", "float", 0.1, "weight of the smoothness of pass 2's vertex offsets "
+    Option("laplacian_weight_vertices", "float", 1.0, "weight of the smoothness of pass 2's vertex offsets "
            "(umbrella Laplacian, in cells²)", minimum=0, maximum=1000),
     Option("colour_grid", "str", "64,128,256", "resolutions of the pass-1 colour grids"),
     Option("appearance", "str", "baked", "baked: the views' colour as albedo (lighting included)",
