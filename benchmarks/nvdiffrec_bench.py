@@ -3,9 +3,9 @@
 Per mesh: render a contract capture (2048² views, 1024² depth) with 8 held-out orbit views
 and the ground truth; run fusion and nvdiffrec (default options, or ``--options``) and score
 both against the ground truth (F-score at 0.5 % and 1 % of the object size) and on the
-held-out views (PSNR, SSIM, and how much of the error is at the outline). Time is end to end per model: load_capture → reconstruct →
-write GLB/OBJ; nvdiffrec's first run also pays for compiling nvdiffrast and is reported
-separately. Run on the GPU machine (see benchmarks/README.md).
+held-out views (PSNR, SSIM, and where the error lies: :func:`error_split`). Time is end to
+end per model: load_capture → reconstruct → write GLB/OBJ; nvdiffrec's first run also pays
+for compiling nvdiffrast and is reported separately. Run on the GPU machine (see benchmarks/README.md).
 
     python benchmarks/nvdiffrec_bench.py --meshes spot,bob --data .device-data/meshes --out result.json
 """

@@ -15,8 +15,8 @@ Its UV layout is either meshforge's view atlas (charts = the faces' projections 
 that sees them best, texture initialised with the views' own pixels, no resampling) or an
 xatlas unwrap (child process, time limit, view-atlas fallback) initialised by baking the
 views; the texture is then optimised directly at ``render_res`` against all six views, on
-the pixels inside their silhouettes (edge pixels mix in the background). Pass 2's learning
-rates decay to 2 %.
+the pixels inside their silhouettes (edge pixels mix in the background), each weighted by
+how squarely its view sees the surface (:func:`_facing`). Pass 2's learning rates decay to 2 %.
 
 Failures: NaN/inf, or a pass-1 loss 100× above its start → MODEL_DID_NOT_CONVERGE with the loss
 curve; a pass-1 result that covers less than half of the views' silhouettes →
@@ -52,6 +52,7 @@ class Views:
     masks: torch.Tensor       # (B, R, R, 1) coverage in [0, 1]
     depths: torch.Tensor      # (B, R, R, 1) planar depth, 0 = unknown
     res: int
+    eyes: torch.Tensor        # (B, 3) camera centres, world frame
 
 
 @dataclass
@@ -75,10 +76,11 @@ def _resize(images: torch.Tensor, res: int) -> torch.Tensor:
 def prepare_views(capture: Capture, res: int, device, near: float, far: float) -> Views:
     """The views' cameras and targets at ``res`` × ``res`` (images and masks box-filtered on the
     device, depth sampled at the nearest texel: averaging across a silhouette would invent depths)."""
-    clips, rows, depths = [], [], []
+    clips, rows, depths, eyes = [], [], [], []
     for view in capture.views.values():
         cam = view.camera.scaled(res)
         clips.append(projection(cam, near, far))
+        eyes.append(cam.camera_to_world[:3, 3])
         rows.append(cam.world_to_camera[2])
         if view.depth is not None:
             idx = ((np.arange(res) + 0.5) * view.depth.shape[0] / res).astype(int)
@@ -94,7 +96,7 @@ def prepare_views(capture: Capture, res: int, device, near: float, far: float) -
     masks = torch.as_tensor(np.stack([v.mask for v in capture.views.values()]), device=device)
     images = _resize(images.float() / 255.0, res)
     masks = _resize(masks.float().unsqueeze(-1) / float(masks.max().clamp(min=1)), res)
-    return Views(t(clips), t(rows), images, masks, t(depths), res)
+    return Views(t(clips), t(rows), images, masks, t(depths), res, t(eyes))
 
 
 def _clip(points: torch.Tensor, views: Views) -> torch.Tensor:
@@ -374,6 +376,7 @@ def pass2(vertices: np.ndarray, faces: np.ndarray, cell: float, hull, capture: C
     texture = torch.nn.Parameter(torch.as_tensor(mesh.texture, dtype=torch.float32, device=device)[None] / 255.0)
     opt = torch.optim.Adam([texture], lr=options["lr_texture_pass2"])
     interior = _interior(views.masks, max(1, views.res // 512))
+    facing = _facing(backend, verts, tri, views, options["texture_view_weight"])
     iterations = options["iterations_pass2"]
     texture_progress = progress.slice(0.4, 1.0)
     for it in range(iterations):
@@ -386,7 +389,7 @@ def pass2(vertices: np.ndarray, faces: np.ndarray, cell: float, hull, capture: C
             return backend.texture(texture.expand(len(views.images), -1, -1, -1), coords)
 
         image, _, _, covered = render_views(backend, verts, tri, views, colour, 0.0)
-        weight = interior * covered
+        weight = interior * covered * facing
         loss = ((image - views.images).abs() * weight).sum() / (3 * weight.sum()).clamp(min=1)
         if it % 10 == 0 or it == iterations - 1:
             _check(loss, run, f"pass 2, iteration {it}")
@@ -399,6 +402,27 @@ def pass2(vertices: np.ndarray, faces: np.ndarray, cell: float, hull, capture: C
             run.curve.append({"pass": 2, "stage": "texture", "it": it, "loss": round(loss.item(), 6)})
     mesh.texture = (texture.detach()[0].clamp(0, 1) * 255 + 0.5).byte().cpu().numpy()
     return mesh
+
+
+def _facing(backend, verts: torch.Tensor, faces: torch.Tensor, views: Views, power: float) -> torch.Tensor:
+    """Per pixel of every view, the cosine between the visible face's normal and the ray to the
+    camera, raised to ``power`` (1.0 everywhere for power 0).
+
+    A pixel that sees the surface at a grazing angle covers a long strip of it, and a sliver of
+    a cell of depth error moves that strip along the surface by several texels: with uniform
+    weights such pixels smear texels that a frontal view sees sharply (bob's held-out PSNR then
+    swung by 3 dB with the seed of pass 1)."""
+    if power == 0:
+        return torch.ones((), device=verts.device)
+    tri = verts[faces.long()]
+    normal = torch.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=1)
+    normal = torch.nn.functional.normalize(normal, dim=1)
+    to_eye = torch.nn.functional.normalize(views.eyes[:, None, :] - tri.mean(dim=1)[None], dim=2)
+    cosine = (to_eye * normal[None]).sum(dim=2).clamp(min=0) ** power  # (B, F)
+    cosine = torch.cat([torch.zeros_like(cosine[:, :1]), cosine], dim=1)  # face id 0: no face
+    with torch.no_grad():
+        ids = backend.rasterize(_clip(verts, views), faces, (views.res, views.res))[..., 3].long()  # face + 1
+    return torch.gather(cosine, 1, ids.reshape(len(cosine), -1)).reshape(*ids.shape, 1)
 
 
 def _interior(masks: torch.Tensor, pixels: int) -> torch.Tensor:

@@ -41,6 +41,9 @@ OPTIONS = (
            maximum=1e6),
     Option("lr_texture_pass2", "float", 0.01, "Adam learning rate of the texture map (pass 2; decays to 2 %)",
            minimum=1e-6, maximum=1e6),
+    Option("texture_view_weight", "float", 2.0, "pass 2 weighs each view's pixels by cos^this of the angle "
+           "between surface and view (0: all pixels alike); grazing pixels blur the texels", minimum=0,
+           maximum=16),
     Option("lr_vertices", "float", 0.02, "Adam learning rate of pass 2's vertex offsets, in grid cells (decays "
            "to 2 %)", minimum=1e-6, maximum=1e6),
     Option("mask_weight", "float", 2.0, "weight of the silhouette loss", minimum=0, maximum=100),

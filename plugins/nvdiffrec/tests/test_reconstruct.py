@@ -318,3 +318,39 @@ def test_an_unknown_vertex_pass_is_refused_before_anything_runs(tiny, manager, t
     assert refused.value.details["where"] == "options.nvdiffrec.vertex_pass"
     assert "'auto', 'on', 'off'" in refused.value.details["reason"]
     assert not out.exists()
+
+
+def test_pass2_weighs_each_pixel_by_how_squarely_its_view_sees_the_surface(tiny):
+    """The texture stage's per-pixel weight is cos^p of the angle between the visible face and the
+    ray to the camera: checked against meshforge's own CPU renderer (its face normals and pixel
+    rays), zero where no face is drawn, and uniform for p = 0."""
+    import torch
+
+    from meshforge.render import render
+    from meshforge_nvdiffrec.backends import make_backend
+    from meshforge_nvdiffrec.optimize import _facing, _near_far, prepare_views
+
+    capture = meshforge.load_capture(tiny.capture)
+    mesh = meshforge.reconstruct(capture, "fusion", {"resolution": 64, "target_faces": 4000}).mesh
+    device, res = torch.device("cpu"), 128
+    extent = float(np.ptp(mesh.vertices, axis=0).max())
+    views = prepare_views(capture, res, device, *_near_far(capture, extent))
+    backend = make_backend("torch", device)
+    verts = torch.as_tensor(mesh.vertices)
+    faces = torch.as_tensor(mesh.faces, dtype=torch.int32)
+
+    assert float(_facing(backend, verts, faces, views, 0.0)) == 1.0
+    weight = _facing(backend, verts, faces, views, 2.0)[..., 0].numpy()
+    assert weight.shape == (len(capture.views), res, res) and 0.0 <= weight.min() and weight.max() <= 1.0
+    for k, view in enumerate(capture.views.values()):
+        cam = view.camera.scaled(res)
+        drawn = render(mesh, cam, shading="lit")
+        covered = drawn.mask > 0.5
+        rays = cam.pixel_grid_rays()
+        rays /= np.linalg.norm(rays, axis=2, keepdims=True)
+        expected = np.einsum("hwc,hwc->hw", drawn.normal, -rays).clip(0) ** 2
+        assert (weight[k][~covered] == 0).mean() > 0.99, view.name  # edges may differ by a pixel
+        close = np.abs(weight[k] - expected)[covered]
+        assert np.median(close) < 0.02 and (close < 0.1).mean() > 0.95, (view.name, np.median(close))
+        grazing, frontal = expected[covered] < 0.1, expected[covered] > 0.8
+        assert weight[k][covered][grazing].mean() < 0.2 < 0.8 < weight[k][covered][frontal].mean(), view.name
