@@ -40,7 +40,8 @@ class Tetra(Reconstructor):
         Option("size", "float", 1.0, "edge length", minimum=0.1, maximum=10.0),
         Option("mode", "str", "a", "a mode", choices=("a", "b")),
         Option("steps", "int", 3, "steps", minimum=1, maximum=5),
-        Option("flag", "bool", False, "a flag")))
+        Option("flag", "bool", False, "a flag"),
+        Option("side", "int", 4, "a power of two", choices=(2, 4, 8))))
 
     def reconstruct(self, capture, options, progress):
         v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], np.float32) * options["size"]
@@ -152,11 +153,12 @@ def test_unknown_model_lists_the_choices():
 
 def test_options_are_typed_range_checked_and_unknown_keys_refused():
     rec = Tetra()
-    assert rec.resolve_options(None) == {"size": 1.0, "mode": "a", "steps": 3, "flag": False}
+    assert rec.resolve_options(None) == {"size": 1.0, "mode": "a", "steps": 3, "flag": False, "side": 4}
+    assert rec.resolve_options({"side": "8"})["side"] == 8
     assert rec.resolve_options({"size": "2.5", "steps": 4, "flag": "true"})["size"] == 2.5
     bad = [({"size": 100}, "outside"), ({"mode": "c"}, "not one of"), ({"steps": 2.5}, "integer"),
            ({"flag": "maybe"}, "true or false"), ({"colour": "red"}, "unknown option"),
-           ({"size": float("nan")}, "finite"), ({"steps": True}, "number")]
+           ({"size": float("nan")}, "finite"), ({"steps": True}, "number"), ({"side": 6}, "not one of 2, 4, 8")]
     for options, words in bad:
         with pytest.raises(InvalidOptions) as exc:
             rec.resolve_options(options)

@@ -40,7 +40,7 @@ class Option:
         default: the value used when the option is not given.
         help: one line for people.
         minimum, maximum: inclusive limits for numbers.
-        choices: the only accepted values, for strings.
+        choices: the only accepted values (strings or numbers).
     """
 
     name: str
@@ -73,6 +73,8 @@ class Option:
                 raise InvalidOptions(where=where, reason=f"expected a finite number, got {value!r}")
             if self.minimum is not None and number < self.minimum or self.maximum is not None and number > self.maximum:
                 raise InvalidOptions(where=where, reason=f"{number} is outside [{self.minimum}, {self.maximum}]")
+            if self.choices and number not in self.choices:
+                raise InvalidOptions(where=where, reason=f"{number} is not one of {', '.join(map(str, self.choices))}")
             return number
         if not isinstance(value, str):
             raise InvalidOptions(where=where, reason=f"expected a string, got {value!r}")
