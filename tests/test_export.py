@@ -14,6 +14,7 @@ do not skip: CI installs them.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
 import struct
@@ -355,3 +356,45 @@ def test_untextured_mesh_still_gets_the_bundle_layout(written):
     assert sorted(w.paths) == ["glb", "mtl", "obj", "texture"]
     assert np.asarray(Image.open(w.paths["texture"])).tolist() == [[[255, 255, 255]]]
     assert "mtllib" not in w.paths["obj"].read_text()  # colours come from the vertices, not a material
+
+
+def test_pbr_maps_give_a_lit_material_that_readers_accept(tmp_path):
+    """A mesh with metallic_roughness maps (nvdiffrec's appearance "pbr") gets glTF's PBR
+    material with both textures and no unlit extension, and the OBJ's MTL the PBR extension's
+    map_Pr / map_Pm; the Khronos validator, three.js and trimesh read them as meant."""
+    import trimesh
+
+    body = demo_parts()[0]
+    h, w = body.texture.shape[:2]
+    maps = np.stack(np.meshgrid(np.linspace(20, 250, w), np.linspace(0, 255, h)), axis=-1).astype(np.uint8)
+    mesh = TexturedMesh(body.vertices, body.faces, uv=body.uv, texture=body.texture, metallic_roughness=maps)
+    paths = write_mesh_files(mesh, tmp_path)
+    assert sorted(paths) == ["glb", "metallic", "mtl", "obj", "roughness", "texture"]
+
+    doc, binary, _ = _glb_parts(paths["glb"].read_bytes())
+    (material,) = doc["materials"]
+    assert "extensions" not in material and "extensionsUsed" not in doc
+    pbr = material["pbrMetallicRoughness"]
+    assert pbr["metallicRoughnessTexture"] == {"index": 1, "texCoord": 0}
+    assert pbr["metallicFactor"] == pbr["roughnessFactor"] == 1.0
+    view = doc["bufferViews"][doc["images"][doc["textures"][1]["source"]]["bufferView"]]
+    packed = np.asarray(Image.open(io.BytesIO(binary[view["byteOffset"]:][:view["byteLength"]])))
+    np.testing.assert_array_equal(packed[..., 1], maps[..., 0])  # glTF: roughness in green
+    np.testing.assert_array_equal(packed[..., 2], maps[..., 1])  # metallic in blue
+
+    report = run_node("validate.mjs", paths["glb"])
+    assert report["issues"]["messages"] == [], json.dumps(report["issues"], indent=1)
+    assert report["info"].get("extensionsUsed", []) == []
+    summary = run_node("gltf_summary.mjs", paths["glb"], "--dump", tmp_path / "dump")
+    assert summary["messages"] == [] and summary["meshes"][0]["materials"][0]["type"] == "MeshStandardMaterial"
+
+    gltf_material = trimesh.load(str(paths["glb"]), process=False).dump()[0].visual.material
+    np.testing.assert_array_equal(np.asarray(gltf_material.metallicRoughnessTexture.convert("RGB"))[..., 1:], maps)
+
+    mtl = paths["mtl"].read_text()
+    assert "map_Kd texture.png" in mtl and "map_Pr roughness.png" in mtl and "map_Pm metallic.png" in mtl
+    np.testing.assert_array_equal(np.asarray(Image.open(paths["roughness"])), maps[..., 0])
+    np.testing.assert_array_equal(np.asarray(Image.open(paths["metallic"])), maps[..., 1])
+
+    with pytest.raises(ValueError, match="metallic_roughness"):
+        TexturedMesh(body.vertices, body.faces, uv=body.uv, texture=body.texture, metallic_roughness=maps[:-1])

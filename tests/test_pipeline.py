@@ -10,7 +10,8 @@ import pytest
 
 import meshforge
 from meshforge import bundle, hookimpl
-from meshforge.components import ComponentSpec, QualityReport, QualityScorer, ReconstructionResult, Reconstructor
+from meshforge.components import (ComponentSpec, Option, QualityReport, QualityScorer, ReconstructionResult,
+                                  Reconstructor)
 from meshforge.errors import InvalidOptions, ModelUnavailable, UnknownModel
 from meshforge.manager import PluginManager
 from meshforge.mesh import TexturedMesh
@@ -89,10 +90,20 @@ class Exploding(Reconstructor):
         raise ZeroDivisionError("a bug in the plugin")
 
 
+class WithFiles(Sphere):
+    spec = ComponentSpec("with-files", "1.0", "a sphere and one more file, named by the option",
+                         options=(Option("name", "str", "notes.txt", "the extra file's name"),))
+
+    def reconstruct(self, capture, options, progress):
+        result = super().reconstruct(capture, options, progress)
+        result.files = {options["name"]: b"a file a model adds"}
+        return result
+
+
 class TestPlugin:
     @hookimpl
     def register_reconstructors(self):
-        return [Sphere(), Exploding()]
+        return [Sphere(), Exploding(), WithFiles()]
 
     @hookimpl
     def register_quality_scorers(self):
@@ -124,6 +135,19 @@ def test_one_models_bug_fails_only_that_model(spot_small, tmp_path, manager):
     assert report["models"]["fusion"]["status"] == "succeeded"
     assert report["status"] == "failed" and report["error"]["code"] == "PLUGIN_FAILED"
     assert not (tmp_path / "out" / "exploding").exists()  # nothing half-written for the failed model
+
+
+def test_a_models_extra_files_land_in_its_folder_under_plain_names_only(spot_small, tmp_path, manager):
+    report = run(spot_small.capture, "with-files", tmp_path / "ok", score=False, manager=manager)
+    assert "with-files/notes.txt" in report["models"]["with-files"]["files"]
+    assert (tmp_path / "ok" / "with-files" / "notes.txt").read_bytes() == b"a file a model adds"
+    for name in ("../escape.txt", "mesh.glb", ".hidden"):
+        out = tmp_path / f"bad{len(name)}"
+        report = run(spot_small.capture, "with-files", out, {"with-files": {"name": name}}, score=False,
+                     manager=manager)
+        error = report["models"]["with-files"]["error"]
+        assert error["code"] == "PLUGIN_FAILED" and repr(name) in error["message"], error
+        assert not (out / "with-files").exists() and not (out / "escape.txt").exists()  # nothing half-written
 
 
 def test_holdout_reruns_the_model_without_each_view(spot_small, tmp_path, manager):

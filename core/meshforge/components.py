@@ -191,6 +191,8 @@ class ReconstructionResult:
         timings: seconds per stage, e.g. ``{"fusion": 0.8, "texture": 0.6}``.
         warnings: things a user should know (a time budget ran out, a fallback was used).
         diagnostics: larger JSON-serialisable data (loss curves), written to the report.
+        files: more files for the model's folder, plain name -> bytes (e.g. a learned
+            environment map); they cannot replace the mesh files.
     """
 
     mesh: "TexturedMesh"
@@ -198,6 +200,7 @@ class ReconstructionResult:
     timings: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
     diagnostics: dict = field(default_factory=dict)
+    files: dict = field(default_factory=dict)
 
 
 class Reconstructor(Component):

@@ -3,7 +3,10 @@
 Both are in the capture's world frame unchanged: glTF is +Y up, metres-agnostic, which is
 our frame. The material is unlit (``KHR_materials_unlit``, with a PBR fallback of
 roughness 1, metallic 0) because textures hold the colour the cameras saw, lighting
-included; viewers that ignore the extension show the same texture under their lights.
+included; viewers that ignore the extension show the same texture under their lights. A mesh
+with ``metallic_roughness`` maps gets a lit PBR material instead (glTF packs roughness in the
+green and metallic in the blue channel; the OBJ's MTL names single-channel ``roughness.png``
+and ``metallic.png`` with the PBR extension's ``map_Pr`` / ``map_Pm``).
 UVs are stored with glTF's v-down convention (v_gltf = 1 − v) and OBJ's v-up one. Vertex
 colours are sRGB in OBJ ('v x y z r g b', as Blender and three.js read them) and linear in
 glTF (COLOR_0 is linear by the specification).
@@ -25,7 +28,7 @@ from .mesh import TexturedMesh
 
 
 def encode_png(image: np.ndarray, compress_level: int = 1) -> bytes:
-    """PNG bytes of an (H, W, 3) uint8 image. Level 1: textures are photos, which deflate barely
+    """PNG bytes of an (H, W, 3) or (H, W) uint8 image. Level 1: textures are photos, which deflate barely
     compresses further, so speed wins."""
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG", compress_level=compress_level)
@@ -91,6 +94,16 @@ def glb_bytes(mesh: TexturedMesh, texture_png: bytes | None = None, name: str = 
         doc["samplers"] = [{"magFilter": 9729, "minFilter": 9987, "wrapS": 33071, "wrapT": 33071}]
         doc["textures"] = [{"sampler": 0, "source": 0}]
         material["pbrMetallicRoughness"]["baseColorTexture"] = {"index": 0, "texCoord": 0}
+        if mesh.metallic_roughness is not None:
+            packed = np.zeros((*mesh.metallic_roughness.shape[:2], 3), np.uint8)
+            packed[..., 1:] = mesh.metallic_roughness  # G: roughness, B: metallic
+            doc["images"].append({"bufferView": add_view(encode_png(packed)), "mimeType": "image/png",
+                                  "name": "metallic_roughness"})
+            doc["textures"].append({"sampler": 0, "source": 1})
+            material["pbrMetallicRoughness"].update(
+                {"metallicFactor": 1.0, "roughnessFactor": 1.0,
+                 "metallicRoughnessTexture": {"index": 1, "texCoord": 0}})
+            del material["extensions"], doc["extensionsUsed"]
     elif mesh.vertex_colors is not None:
         colours = np.ascontiguousarray(srgb_to_linear(mesh.vertex_colors), np.float32)  # glTF: COLOR_0 is linear
         attributes["COLOR_0"] = add_accessor(colours, FLOAT, "VEC3", ARRAY)
@@ -137,13 +150,15 @@ def obj_text(mesh: TexturedMesh, mtl_name: str = "mesh.mtl") -> str:
     return "".join(parts)
 
 
-def mtl_text(texture_name: str = "texture.png") -> str:
-    return ("# written by meshforge\nnewmtl meshforge\nKa 1.000 1.000 1.000\nKd 1.000 1.000 1.000\n"
+def mtl_text(texture_name: str = "texture.png", pbr: bool = False) -> str:
+    text = ("# written by meshforge\nnewmtl meshforge\nKa 1.000 1.000 1.000\nKd 1.000 1.000 1.000\n"
             "Ks 0.000 0.000 0.000\nd 1.0\nillum 1\n" f"map_Kd {texture_name}\n")
+    return text + ("Pr 1.0\nPm 1.0\nmap_Pr roughness.png\nmap_Pm metallic.png\n" if pbr else "")
 
 
 def write_mesh_files(mesh: TexturedMesh, folder: str | Path, stem: str = "mesh") -> dict[str, Path]:
-    """Write ``stem``.glb, ``stem``.obj, ``stem``.mtl and texture.png into ``folder``.
+    """Write ``stem``.glb, ``stem``.obj, ``stem``.mtl and texture.png into ``folder`` (and
+    roughness.png and metallic.png for a mesh with PBR maps).
 
     A mesh with vertex colours and no texture gets a 1×1 white texture.png so the bundle's
     layout never changes. Returns the written paths by kind.
@@ -159,8 +174,13 @@ def write_mesh_files(mesh: TexturedMesh, folder: str | Path, stem: str = "mesh")
     with ThreadPoolExecutor(max_workers=1) as pool:
         png_job = pool.submit(encode_png, texture)  # zlib releases the GIL: overlap with the OBJ text
         paths["obj"].write_text(obj_text(mesh, f"{stem}.mtl"))
-        paths["mtl"].write_text(mtl_text("texture.png"))
+        pbr = mesh.metallic_roughness is not None
+        paths["mtl"].write_text(mtl_text("texture.png", pbr=pbr))
         png = png_job.result()
     paths["texture"].write_bytes(png)
+    if pbr:
+        for channel, kind in enumerate(("roughness", "metallic")):
+            paths[kind] = folder / f"{kind}.png"
+            paths[kind].write_bytes(encode_png(np.ascontiguousarray(mesh.metallic_roughness[..., channel])))
     paths["glb"].write_bytes(glb_bytes(mesh, png if mesh.is_textured else None))
     return paths

@@ -25,6 +25,10 @@ class TexturedMesh:
         texture: (Ht, Wt, 3) uint8 sRGB image sampled through ``uv``, or None.
         vertex_colors: (N, 3) uint8 sRGB, used where there is no texture, or None.
         base_color: (3,) float multiplier of the colour (the material factor), 1 by default.
+        metallic_roughness: (Ht, Wt, 2) uint8 roughness and metallic in ``texture``'s layout, or
+            None. None (the usual case) means ``texture`` is the colour the cameras saw, lighting
+            included, and files get an unlit material; with it, ``texture`` is the base colour
+            (albedo) of a PBR material to be lit by the viewer.
         metadata: JSON-serialisable notes carried into the files (glTF ``asset.extras``, OBJ
             comments), e.g. that a mesh comes from random test weights.
     """
@@ -36,6 +40,7 @@ class TexturedMesh:
     vertex_colors: np.ndarray | None = None
     base_color: np.ndarray = field(default_factory=lambda: np.ones(3, np.float32))
     metadata: dict = field(default_factory=dict)
+    metallic_roughness: np.ndarray | None = None
 
     def __post_init__(self):
         self.vertices = np.ascontiguousarray(self.vertices, dtype=np.float32).reshape(-1, 3)
@@ -53,6 +58,10 @@ class TexturedMesh:
             if tex.ndim == 2:
                 tex = np.repeat(tex[..., None], 3, axis=2)
             self.texture = np.ascontiguousarray(tex[..., :3], dtype=np.uint8)
+        if self.metallic_roughness is not None:
+            self.metallic_roughness = np.ascontiguousarray(self.metallic_roughness, dtype=np.uint8)
+            if self.texture is None or self.metallic_roughness.shape != (*self.texture.shape[:2], 2):
+                raise ValueError("metallic_roughness must be (H, W, 2) in the texture's layout")
         self.base_color = np.asarray(self.base_color, dtype=np.float32).reshape(3)
         if len(self.faces) and (self.faces.min() < 0 or self.faces.max() >= len(self.vertices)):
             raise ValueError("faces index vertices that do not exist")

@@ -192,7 +192,12 @@ def run_model(capture: Capture, model: str, options: dict, out: str | Path, *, s
         progress.check_cancelled()
         progress.update(0.7, "writing the mesh")
         t1 = time.perf_counter()
-        write_mesh_files(result.mesh, partial)
+        written = write_mesh_files(result.mesh, partial)
+        for name, data in result.files.items():
+            if Path(name).name != name or name.startswith(".") or name in {p.name for p in written.values()}:
+                raise PluginFailed(plugin=model, call="reconstruct", reason=f"it returned a file named {name!r}: "
+                                   "extra files need a plain name that is not one of the mesh files'")
+            (partial / name).write_bytes(data)
         outcome.timings["export"] = round(time.perf_counter() - t1, 3)
         quality = None
         if score:
