@@ -40,6 +40,7 @@ from meshforge.mesh import TexturedMesh
 from .backends import make_backend, projection
 from .dmtet import TetGrid, laplacian_energy, marching_tets, sdf_regularizer, unique_edges
 from .fields import ColourGrid
+from .materials import BakedColour, PbrMaterial
 
 
 @dataclass
@@ -63,6 +64,7 @@ class Run:
     warnings: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)
     stats: dict = field(default_factory=dict)
+    files: dict = field(default_factory=dict)  # extra files for the model's folder
 
 
 def _resize(images: torch.Tensor, res: int) -> torch.Tensor:
@@ -373,8 +375,12 @@ def pass2(vertices: np.ndarray, faces: np.ndarray, cell: float, hull, capture: C
     verts = torch.as_tensor(mesh.vertices, device=device)
     tri = torch.as_tensor(mesh.faces, dtype=torch.int32, device=device)
     uv = torch.as_tensor(np.stack([mesh.uv[:, 0], 1.0 - mesh.uv[:, 1]], 1), device=device)  # v down for sampling
-    texture = torch.nn.Parameter(torch.as_tensor(mesh.texture, dtype=torch.float32, device=device)[None] / 255.0)
-    opt = torch.optim.Adam([texture], lr=options["lr_texture_pass2"])
+    start = torch.as_tensor(mesh.texture, dtype=torch.float32, device=device)[None] / 255.0
+    if options["appearance"] == "pbr":
+        material = PbrMaterial(start, verts, tri, uv, views.eyes, backend, options["light_resolution"])
+    else:
+        material = BakedColour(start, uv, tri, backend, len(views.images))
+    opt = torch.optim.Adam(material.parameters(), lr=options["lr_texture_pass2"])
     interior = _interior(views.masks, max(1, views.res // 512))
     facing = _facing(backend, verts, tri, views, options["texture_view_weight"])
     iterations = options["iterations_pass2"]
@@ -383,24 +389,23 @@ def pass2(vertices: np.ndarray, faces: np.ndarray, cell: float, hull, capture: C
         if _out_of_time(run, texture_progress, "pass 2: texture", it, iterations, deadline, "pass 2", "iterations"):
             break
         _decay(opt, options["lr_texture_pass2"], it, iterations)
-
-        def colour(rast, clip):
-            coords = backend.interpolate(uv, rast, tri)
-            return backend.texture(texture.expand(len(views.images), -1, -1, -1), coords)
-
-        image, _, _, covered = render_views(backend, verts, tri, views, colour, 0.0)
+        image, _, _, covered = render_views(backend, verts, tri, views, material.colour, 0.0)
         weight = interior * covered * facing
-        loss = ((image - views.images).abs() * weight).sum() / (3 * weight.sum()).clamp(min=1)
+        error = (image - views.images) * weight
+        loss = error.abs().sum() / (3 * weight.sum()).clamp(min=1) + material.regulariser()
         if it % 10 == 0 or it == iterations - 1:
             _check(loss, run, f"pass 2, iteration {it}")
+            # PSNR of the weighted pixels, before this step: for "pbr", the look under its own light
+            mse = (error.detach() ** 2).sum() / (3 * (weight ** 2).sum()).clamp(min=1)
+            stats["texture_fit_psnr"] = round(-10 * math.log10(max(mse.item(), 1e-12)), 2)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        with torch.no_grad():
-            texture.clamp_(0.0, 1.0)
+        material.clamp_()
         if it % 10 == 0 or it == iterations - 1:
             run.curve.append({"pass": 2, "stage": "texture", "it": it, "loss": round(loss.item(), 6)})
-    mesh.texture = (texture.detach()[0].clamp(0, 1) * 255 + 0.5).byte().cpu().numpy()
+    run.files, material_stats = material.finish(mesh)
+    stats["appearance"] = {"mode": options["appearance"], **material_stats}
     return mesh
 
 

@@ -53,8 +53,11 @@ OPTIONS = (
     Option("laplacian_weight_vertices", "float", 1.0, "weight of the smoothness of pass 2's vertex offsets "
            "(umbrella Laplacian, in cells²)", minimum=0, maximum=1000),
     Option("colour_grid", "str", "64,128,256", "resolutions of the pass-1 colour grids"),
-    Option("appearance", "str", "baked", "baked: the views' colour as albedo (lighting included)",
-           choices=("baked",)),
+    Option("appearance", "str", "baked", "baked: the views' colour as an unlit texture (lighting included); pbr: "
+           "the paper's base colour, roughness and metallic under a learned environment light (split sum), "
+           "exported as a lit glTF material and environment.hdr", choices=("baked", "pbr")),
+    Option("light_resolution", "int", 32, "appearance pbr: side of each face of the environment cube map",
+           choices=(4, 8, 16, 32)),
     Option("unwrap_time_limit_s", "float", 60.0, "xatlas time limit before the view-atlas fallback", minimum=0.1,
            maximum=3600),
     Option("time_budget_s", "float", 50.0, "stop optimising after this long and keep the best result so far",
@@ -134,7 +137,7 @@ class NvdiffrecReconstructor(Reconstructor):
                      "oom_retries": attempts}
         warnings = list(run.warnings) + (["ran out of memory, retried at half resolution"] if attempts else [])
         return ReconstructionResult(mesh, estimates, {**run.timings, "total": round(time.perf_counter() - start, 3)},
-                                    warnings, {"loss_curve": run.curve})
+                                    warnings, {"loss_curve": run.curve}, files=run.files)
 
 
 def _out_of_memory(exc: BaseException) -> bool:

@@ -1,0 +1,123 @@
+"""What pass 2 optimises as appearance, on the mesh's texture layout.
+
+- :class:`BakedColour` (``appearance="baked"``, the default): one sRGB texture, the colour the
+  cameras saw with the lighting included; exported as an unlit material.
+- :class:`PbrMaterial` (``appearance="pbr"``): the paper's material and light, a linear base
+  colour, roughness and metallic per texel, lit by a learnable environment light through the
+  split sum (:mod:`.lighting`); exported as a glTF PBR material plus the light as
+  ``environment.hdr``. With six views and lighting baked into the photographs the split
+  between material and light is weakly determined: the white-light prior and the start (the
+  base colour from the photographs, a uniform light of 1) keep it near "the photograph is the
+  colour", which is what the baked mode assumes outright.
+
+Both give ``colour(rast, clip)`` for :func:`.optimize.render_views`, ``regulariser()``,
+``clamp_()`` after each step, and ``finish(mesh)``, which writes the maps into the mesh and
+returns extra files for the model's folder.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .lighting import EnvironmentLight, linear_to_srgb, radiance_hdr, srgb_to_linear
+
+#: the paper's weight of its white-light prior (guides/nvdiffrec.md §6)
+WHITE_BALANCE_WEIGHT = 0.005
+#: roughness and metallic where pass 2 starts: a rough dielectric, close to the baked look
+START_ROUGHNESS, START_METALLIC = 0.8, 0.0
+
+
+def _to_uint8(image: torch.Tensor) -> np.ndarray:
+    return (image.detach()[0].clamp(0, 1) * 255 + 0.5).byte().cpu().numpy()
+
+
+class BakedColour(torch.nn.Module):
+    """An sRGB texture (1, H, W, 3) in [0, 1]: colour with the lighting baked in."""
+
+    def __init__(self, texture: torch.Tensor, uv: torch.Tensor, faces: torch.Tensor, backend, views: int):
+        super().__init__()
+        self.texture = torch.nn.Parameter(texture)
+        self.uv, self.faces, self.backend, self.views = uv, faces, backend, views
+
+    def colour(self, rast, clip) -> torch.Tensor:
+        coords = self.backend.interpolate(self.uv, rast, self.faces)
+        return self.backend.texture(self.texture.expand(self.views, -1, -1, -1), coords)
+
+    def regulariser(self) -> torch.Tensor | float:
+        return 0.0
+
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        self.texture.clamp_(0.0, 1.0)
+
+    def finish(self, mesh) -> tuple[dict, dict]:
+        mesh.texture = _to_uint8(self.texture)
+        return {}, {}
+
+
+class PbrMaterial(torch.nn.Module):
+    """Linear base colour (1, H, W, 3), roughness and metallic (1, H, W, 2) and an environment
+    light; shaded per covered pixel with smooth vertex normals."""
+
+    def __init__(self, texture: torch.Tensor, vertices: torch.Tensor, faces: torch.Tensor, uv: torch.Tensor,
+                 eyes: torch.Tensor, backend, light_resolution: int):
+        super().__init__()
+        self.base_colour = torch.nn.Parameter(srgb_to_linear(texture))
+        start = torch.tensor([START_ROUGHNESS, START_METALLIC], device=texture.device)
+        self.roughness_metallic = torch.nn.Parameter(start.expand(*texture.shape[:3], 2).clone())
+        self.light = EnvironmentLight(light_resolution, device=texture.device)
+        self.vertices, self.faces, self.uv, self.eyes, self.backend = vertices, faces, uv, eyes, backend
+        self.normals = _welded_normals(vertices, faces)
+
+    def colour(self, rast, clip) -> torch.Tensor:
+        b = rast.shape[0]
+        interpolate, texture = self.backend.interpolate, self.backend.texture
+        coords = interpolate(self.uv, rast, self.faces)
+        base = texture(self.base_colour.expand(b, -1, -1, -1), coords)
+        rm = texture(self.roughness_metallic.expand(b, -1, -1, -1), coords)
+        normal = torch.nn.functional.normalize(interpolate(self.normals, rast, self.faces), dim=-1)
+        to_eye = torch.nn.functional.normalize(self.eyes[:, None, None, :] - interpolate(self.vertices, rast,
+                                                                                        self.faces), dim=-1)
+        covered = rast[..., 3] > 0  # shade only these: a selection (one synchronisation) saves most of the work
+        radiance = self.light.shade(normal[covered], to_eye[covered], base[covered], rm[covered][:, :1],
+                                    rm[covered][:, 1:])
+        out = torch.zeros(*rast.shape[:3], 3, dtype=radiance.dtype, device=radiance.device)
+        return out.index_put((covered,), linear_to_srgb(radiance))
+
+    def regulariser(self) -> torch.Tensor:
+        return WHITE_BALANCE_WEIGHT * self.light.white_balance()
+
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        self.base_colour.clamp_(0.0, 1.0)
+        self.roughness_metallic[..., 0].clamp_(0.08, 1.0)  # the paper's lower bound of roughness
+        self.roughness_metallic[..., 1].clamp_(0.0, 1.0)
+        self.light.base.clamp_(min=0.0)
+
+    def finish(self, mesh) -> tuple[dict, dict]:
+        mesh.texture = _to_uint8(linear_to_srgb(self.base_colour))
+        mesh.metallic_roughness = _to_uint8(self.roughness_metallic)
+        environment = self.light.equirect(128)
+        rm = self.roughness_metallic.detach()
+        stats = {"light_mean_rgb": [round(float(x), 4) for x in environment.reshape(-1, 3).mean(axis=0)],
+                 "roughness_mean": round(float(rm[..., 0].mean()), 4),
+                 "metallic_mean": round(float(rm[..., 1].mean()), 4)}
+        return {"environment.hdr": radiance_hdr(environment)}, stats
+
+
+def _welded_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Area-weighted vertex normals with the atlas's seam copies of a vertex summed together, so
+    that shading does not crease along chart borders."""
+    v = vertices.detach().cpu().numpy()
+    f = faces.long().cpu().numpy()
+    _, inverse = np.unique(v, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    tri = v[f]
+    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    welded = np.zeros((inverse.max() + 1, 3))
+    for k in range(3):
+        np.add.at(welded, inverse[f[:, k]], n)
+    out = welded[inverse]
+    out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-20)
+    return torch.as_tensor(out, dtype=torch.float32, device=vertices.device)
