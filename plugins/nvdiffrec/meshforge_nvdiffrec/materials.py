@@ -35,14 +35,14 @@ def _to_uint8(image: torch.Tensor) -> np.ndarray:
 class BakedColour(torch.nn.Module):
     """An sRGB texture (1, H, W, 3) in [0, 1]: colour with the lighting baked in."""
 
-    def __init__(self, texture: torch.Tensor, uv: torch.Tensor, faces: torch.Tensor, backend, views: int):
+    def __init__(self, texture: torch.Tensor, uv: torch.Tensor, faces: torch.Tensor, backend, n_views: int):
         super().__init__()
         self.texture = torch.nn.Parameter(texture)
-        self.uv, self.faces, self.backend, self.views = uv, faces, backend, views
+        self.uv, self.faces, self.backend, self.n_views = uv, faces, backend, n_views
 
     def colour(self, rast, clip) -> torch.Tensor:
         coords = self.backend.interpolate(self.uv, rast, self.faces)
-        return self.backend.texture(self.texture.expand(self.views, -1, -1, -1), coords)
+        return self.backend.texture(self.texture.expand(self.n_views, -1, -1, -1), coords)
 
     def regulariser(self) -> torch.Tensor | float:
         return 0.0
