@@ -109,15 +109,9 @@ class PbrMaterial(torch.nn.Module):
 def _welded_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     """Area-weighted vertex normals with the atlas's seam copies of a vertex summed together, so
     that shading does not crease along chart borders."""
-    v = vertices.detach().cpu().numpy()
-    f = faces.long().cpu().numpy()
-    _, inverse = np.unique(v, axis=0, return_inverse=True)
+    from meshforge.mesh import TexturedMesh
+
+    unique, inverse = np.unique(vertices.detach().cpu().numpy(), axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
-    tri = v[f]
-    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    welded = np.zeros((inverse.max() + 1, 3))
-    for k in range(3):
-        np.add.at(welded, inverse[f[:, k]], n)
-    out = welded[inverse]
-    out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-20)
-    return torch.as_tensor(out, dtype=torch.float32, device=vertices.device)
+    normals = TexturedMesh(unique, inverse[faces.long().cpu().numpy()]).vertex_normals()[inverse]
+    return torch.as_tensor(normals, device=vertices.device)
