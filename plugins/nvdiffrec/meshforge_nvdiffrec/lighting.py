@@ -131,8 +131,11 @@ def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
 class EnvironmentLight(torch.nn.Module):
     """A learnable HDR cube map of ``res``² per face and its split-sum lookups.
 
-    It starts at a uniform radiance of 1, not the paper's 0.5: the base colour starts from the
-    photographs' pixels, so that light reproduces them from the first iteration."""
+    Its mean radiance over the sphere is held at 1 (:meth:`radiance`), where the paper leaves it
+    free from a start of 0.5: base colour times light has a free scale, and fixing it on the
+    light keeps the base colour at the photographs' exposure, which is what meshforge's scorer
+    and previews show of a PBR result. The base colour starts from the photographs' pixels, so
+    a uniform light reproduces them from the first iteration."""
 
     def __init__(self, res: int = 32, device="cpu"):
         super().__init__()
@@ -148,9 +151,15 @@ class EnvironmentLight(torch.nn.Module):
         self.filters = [ggx_filter(s, r, device) for s, r in zip(sizes, self.roughness)]
         self.diffuse_filter = cosine_filter(sizes[-1], device)
         self.table = torch.as_tensor(brdf_table(), device=device)
+        omega = torch.as_tensor(cube_directions(res)[1], dtype=torch.float32, device=device)
+        self.sphere_weights = (omega / omega.sum())[..., None] / 3  # mean over texels and channels
+
+    def radiance(self) -> torch.Tensor:
+        """The light (6, R, R, 3): the parameters scaled to a mean radiance of 1."""
+        return self.base / (self.base * self.sphere_weights).sum().clamp(min=1e-6)
 
     def mips(self) -> list[torch.Tensor]:
-        levels = [self.base]
+        levels = [self.radiance()]
         for _ in self.filters[1:]:
             b = levels[-1]
             levels.append(b.reshape(6, b.shape[1] // 2, 2, b.shape[2] // 2, 2, 3).mean(dim=(2, 4)))
@@ -183,7 +192,8 @@ class EnvironmentLight(torch.nn.Module):
 
     def white_balance(self) -> torch.Tensor:
         """Mean |rgb − grey| of the cube: the paper's prior towards white light."""
-        return (self.base - self.base.mean(dim=-1, keepdim=True)).abs().mean()
+        light = self.radiance()
+        return (light - light.mean(dim=-1, keepdim=True)).abs().mean()
 
     def equirect(self, width: int = 128) -> np.ndarray:
         """(width/2, width, 3) float32 latitude-longitude image of the light (+Y up, −Z at the centre)."""
@@ -193,7 +203,7 @@ class EnvironmentLight(torch.nn.Module):
         t, p = np.meshgrid(theta, phi, indexing="ij")
         d = np.stack([np.sin(t) * np.sin(p), np.cos(t), -np.sin(t) * np.cos(p)], axis=-1).reshape(-1, 3)
         with torch.no_grad():
-            img = sample_cube(self.base, torch.as_tensor(d, dtype=torch.float32, device=self.base.device))
+            img = sample_cube(self.radiance(), torch.as_tensor(d, dtype=torch.float32, device=self.base.device))
         return img.reshape(h, width, 3).cpu().numpy()
 
 

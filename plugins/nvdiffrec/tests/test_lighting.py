@@ -32,9 +32,11 @@ def test_cube_lookup_returns_texels_at_their_centres_and_varies_smoothly_between
 
 
 def test_a_uniform_light_gives_the_closed_form_radiance():
+    """Uniform parameters of any scale are a uniform light of radiance 1 (its mean is held at 1)."""
     light = lighting.EnvironmentLight(8)
     with torch.no_grad():
         light.base.fill_(2.0)
+    assert torch.allclose(light.radiance(), torch.ones(6, 8, 8, 3))
     n = torch.nn.functional.normalize(torch.randn(500, 3, generator=torch.Generator().manual_seed(1)), dim=1)
     to_eye = torch.nn.functional.normalize(n + 0.5 * torch.randn(500, 3, generator=torch.Generator().manual_seed(2)),
                                            dim=1)
@@ -49,7 +51,7 @@ def test_a_uniform_light_gives_the_closed_form_radiance():
         table = torch.as_tensor(lighting.brdf_table())
         ab = lighting._bilinear(table, (rough[:, 0] * 32 - 0.5).clamp(0, 31), (nv * 32 - 0.5).clamp(0, 31))
         f0 = lighting.DIELECTRIC_F0 * (1 - m) + kd * m
-        expected = 2.0 * (kd * (1 - m) + f0 * ab[:, :1] + ab[:, 1:])
+        expected = kd * (1 - m) + f0 * ab[:, :1] + ab[:, 1:]
         assert torch.allclose(got, expected, atol=1e-4), metal
 
 
@@ -92,6 +94,7 @@ def test_the_environment_is_written_as_radiance_hdr():
     with torch.no_grad():
         light.base.copy_(torch.rand(6, 8, 8, 3, generator=torch.Generator().manual_seed(5)) * 5)
     image = light.equirect(32)
+    assert abs(image.mean() - 1.0) < 0.1  # the mean radiance is held at 1
     data = lighting.radiance_hdr(image)
     # decode by the format's description: text header, blank line, resolution line, RGBE pixels
     header, _, rest = data.partition(b"\n\n")
