@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -46,6 +47,46 @@ def timed_run(model: str, capture_path: Path, out: Path, options: dict) -> tuple
         result.mesh
 
 
+def seen_by_inputs(points: np.ndarray, capture, tolerance: float) -> np.ndarray:
+    """Which of the (N, 3) points of the true surface an input view sees: its depth map has a
+    value within ``tolerance`` of the point's depth where the point projects."""
+    seen = np.zeros(len(points), bool)
+    for view in capture.views.values():
+        cam = view.depth_camera
+        uv, z = cam.project(points)
+        j, i = np.floor(uv[:, 0]).astype(int), np.floor(uv[:, 1]).astype(int)
+        inside = (z > 0) & (j >= 0) & (i >= 0) & (j < cam.width) & (i < cam.height)
+        depth = np.zeros(len(z))
+        depth[inside] = view.depth[i[inside], j[inside]]
+        seen |= inside & (depth > 0) & (np.abs(depth - z) < tolerance)
+    return seen
+
+
+def _tolerance(gt) -> float:
+    """0.5 % of the ground truth's bounding-box diagonal."""
+    points = np.concatenate([part.vertices for part in gt])
+    return 0.005 * float(np.linalg.norm(points.max(axis=0) - points.min(axis=0)))
+
+
+def recall_split(mesh, gt, capture, tau: float = 0.005, samples: int = 200_000) -> dict:
+    """Recall at ``tau`` of the object's longest side, on the true surface that the input views
+    see and on the rest: which part of the F-score no model can earn from the views."""
+    from scipy.spatial import cKDTree
+
+    from meshforge.evaluation import bounds_of
+
+    size = float(np.ptp(bounds_of(gt), axis=0).max())
+    areas = np.array([part.surface_area() for part in gt])
+    counts = np.maximum(1, np.round(samples * areas / areas.sum()).astype(int))
+    truth = np.concatenate([part.sample_surface(int(c), i) for i, (part, c) in enumerate(zip(gt, counts))])
+    parts = mesh if isinstance(mesh, list) else [mesh]
+    ours = np.concatenate([part.sample_surface(samples // len(parts), 0) for part in parts])
+    found = cKDTree(ours).query(truth, workers=-1)[0] / size < tau
+    seen = seen_by_inputs(truth, capture, _tolerance(gt))
+    return {"unseen_share": round(float(1 - seen.mean()), 4), "recall_seen": round(float(found[seen].mean()), 4),
+            "recall_unseen": round(float(found[~seen].mean()), 4) if (~seen).any() else None}
+
+
 def error_split(mesh, gt, heldout_dir: Path, capture) -> dict:
     """Where the held-out squared error lies, summed over the views: on pixels that the model and
     the ground truth disagree are covered ("silhouette": a geometry error at the outline), in a
@@ -61,8 +102,7 @@ def error_split(mesh, gt, heldout_dir: Path, capture) -> dict:
 
     spec = json.loads((heldout_dir / "heldout.json").read_text())
     sums = {"silhouette": 0.0, "band": 0.0, "interior_seen": 0.0, "interior_unseen": 0.0}
-    points = np.concatenate([part.vertices for part in gt])
-    tolerance = 0.005 * float(np.linalg.norm(points.max(axis=0) - points.min(axis=0)))
+    tolerance = _tolerance(gt)
     flips, pixels = [], 0
     for name, c2w in spec["views"].items():
         ref = np.asarray(Image.open(heldout_dir / f"{name}.png").convert("RGB"), np.float64) / 255.0
@@ -73,14 +113,7 @@ def error_split(mesh, gt, heldout_dir: Path, capture) -> dict:
         rows, cols = np.nonzero(truth)
         world = cam.unproject(np.stack([cols + 0.5, rows + 0.5], axis=1), true_render.depth[rows, cols])
         seen = np.zeros(truth.shape, bool)
-        for view in capture.views.values():
-            dcam = view.depth_camera
-            uv, z = dcam.project(world)
-            j, i = np.floor(uv[:, 0]).astype(int), np.floor(uv[:, 1]).astype(int)
-            inside = (z > 0) & (j >= 0) & (i >= 0) & (j < dcam.width) & (i < dcam.height)
-            d = np.zeros(len(z))
-            d[inside] = view.depth[i[inside], j[inside]]
-            seen[rows, cols] |= inside & (d > 0) & (np.abs(d - z) < tolerance)
+        seen[rows, cols] = seen_by_inputs(world, capture, tolerance)
         error = ((ours.color.astype(np.float64) - ref) ** 2).sum(axis=2)
         flip = (ours.mask > 0.5) != truth
         band = ~flip & (truth & ~ndimage.binary_erosion(truth, iterations=2))
@@ -105,6 +138,7 @@ def main() -> None:
     ap.add_argument("--options", default="{}", help="nvdiffrec options as JSON")
     ap.add_argument("--label", default="default")
     ap.add_argument("--skip-fusion", action="store_true")
+    ap.add_argument("--skip-nvdiffrec", action="store_true", help="fusion only (runs on a CPU machine)")
     ap.add_argument("--out")
     args = ap.parse_args()
 
@@ -123,17 +157,18 @@ def main() -> None:
         gt = load_parts(work / "gt.glb")
         row = {"mesh": name}
         for model, opts in (("fusion", {}), ("nvdiffrec", options)):
-            if model == "fusion" and args.skip_fusion:
+            if model == "fusion" and args.skip_fusion or model == "nvdiffrec" and args.skip_nvdiffrec:
                 continue
             info, mesh = timed_run(model, capture, work / f"{model}-{args.label}", opts)
+            loaded = meshforge.load_capture(capture)
             geo = geometry_scores(mesh, gt)
             held = heldout_scores(mesh, work / "heldout")
             info.update({"fscore@0.5%": round(geo["fscore@0.005"], 4), "fscore@1%": round(geo["fscore@0.01"], 4),
                          "chamfer_l1": round(geo["chamfer_l1"], 5), "heldout_psnr": round(held["psnr"], 2),
                          "heldout_ssim": round(held["ssim"], 4),
                          "heldout_per_view_psnr": {k: round(v["psnr"], 2) for k, v in held["per_view"].items()},
-                         "heldout_error_split": error_split(mesh, gt, work / "heldout",
-                                                                 meshforge.load_capture(capture))})
+                         "recall_split@0.5%": recall_split(mesh, gt, loaded),
+                         "heldout_error_split": error_split(mesh, gt, work / "heldout", loaded)})
             row[model] = info
             brief = {k: v for k, v in info.items() if k not in ("estimates", "timings", "heldout_per_view_psnr")}
             print(json.dumps({"mesh": name, "model": model, **brief}), flush=True)
@@ -143,7 +178,7 @@ def main() -> None:
     result = {"benchmark": "nvdiffrec", "label": args.label, "options": options, "rows": rows,
               "machine": {"gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
                           "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__},
-              "command": f"python benchmarks/nvdiffrec_bench.py --meshes {args.meshes} --options '{args.options}'"}
+              "command": "python benchmarks/nvdiffrec_bench.py " + " ".join(sys.argv[1:])}
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2))
 
