@@ -72,3 +72,34 @@ def test_nvdiffrast_and_torch_backends_agree(spot):
     tex = torch.rand(1, 64, 64, 3, device=dev).expand(4, -1, -1, -1).contiguous()
     uv = torch.rand(4, 256, 256, 2, device=dev) * 0.9 + 0.05
     assert (a.texture(tex, uv) - b.texture(tex, uv)).abs().max() < 1e-4
+
+
+def _pbr_colour(backend, spot, cams, device):
+    """spot shaded by nvdiffrec's PBR material (half metallic) under a fixed random light."""
+    from meshforge_nvdiffrec.materials import PbrMaterial
+
+    texture = torch.as_tensor(spot.texture, dtype=torch.float32, device=device)[None] / 255.0
+    uv = torch.as_tensor(np.stack([spot.uv[:, 0], 1.0 - spot.uv[:, 1]], 1), device=device)
+    eyes = torch.as_tensor(np.stack([c.camera_to_world[:3, 3] for c in cams]), dtype=torch.float32, device=device)
+    faces = torch.as_tensor(spot.faces, dtype=torch.int32, device=device)
+    material = PbrMaterial(texture, torch.as_tensor(spot.vertices, device=device), faces, uv, eyes, backend, 8)
+    with torch.no_grad():
+        material.light.base.copy_(torch.rand(6, 8, 8, 3, generator=torch.Generator().manual_seed(0)).to(device))
+        material.roughness_metallic[..., 1] = 0.5
+        clip = _clip(spot, cams, device)
+        rast = backend.rasterize(clip, faces, (256, 256))
+        return material.colour(rast, clip), rast[..., 3] > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the device machine)")
+def test_the_pbr_material_shades_alike_on_both_backends(spot):
+    """appearance "pbr" on nvdiffrast is the code the CPU tests check on the PyTorch backend."""
+    from meshforge_nvdiffrec.backends import NvdiffrastBackend
+
+    cams = [meshforge.rig(2.5, 40, 256)[v] for v in ("front", "left", "top", "bottom")]
+    dev = torch.device("cuda")
+    (ca, ma), (cb, mb) = (_pbr_colour(b, spot, cams, dev) for b in (NvdiffrastBackend(dev), TorchBackend(dev)))
+    assert (ma == mb).float().mean() > 0.999
+    both = ma & mb
+    agree = ((ca - cb)[both].abs().max(dim=-1).values < 2e-3).float().mean()
+    assert agree > 0.99, float(agree)
