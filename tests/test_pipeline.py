@@ -141,7 +141,7 @@ def test_a_models_extra_files_land_in_its_folder_under_plain_names_only(spot_sma
     report = run(spot_small.capture, "with-files", tmp_path / "ok", score=False, manager=manager)
     assert "with-files/notes.txt" in report["models"]["with-files"]["files"]
     assert (tmp_path / "ok" / "with-files" / "notes.txt").read_bytes() == b"a file a model adds"
-    for name in ("../escape.txt", "mesh.glb", ".hidden"):
+    for name in ("../escape.txt", "mesh.glb", ".hidden", "quality.json"):
         out = tmp_path / f"bad{len(name)}"
         report = run(spot_small.capture, "with-files", out, {"with-files": {"name": name}}, score=False,
                      manager=manager)

@@ -29,6 +29,7 @@ REPORT = "report.json"
 QUALITY = "quality.json"
 PREVIEWS = "previews"
 MODEL_FILES = ("mesh.glb", "mesh.obj", "mesh.mtl", "texture.png")
+PBR_MAP_FILES = ("roughness.png", "metallic.png")  # beside them when the mesh has PBR maps (the MTL names them)
 
 
 def write_json(path: str | Path, data) -> Path:

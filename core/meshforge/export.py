@@ -24,12 +24,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .bundle import PBR_MAP_FILES
 from .mesh import TexturedMesh
 
 
 def encode_png(image: np.ndarray, compress_level: int = 1) -> bytes:
-    """PNG bytes of an (H, W, 3) or (H, W) uint8 image. Level 1: textures are photos, which deflate barely
-    compresses further, so speed wins."""
+    """PNG bytes of an (H, W, 3) or (H, W) uint8 image. Level 1: textures are photos, which
+    deflate barely compresses further, so speed wins."""
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG", compress_level=compress_level)
     return buf.getvalue()
@@ -153,7 +154,8 @@ def obj_text(mesh: TexturedMesh, mtl_name: str = "mesh.mtl") -> str:
 def mtl_text(texture_name: str = "texture.png", pbr: bool = False) -> str:
     text = ("# written by meshforge\nnewmtl meshforge\nKa 1.000 1.000 1.000\nKd 1.000 1.000 1.000\n"
             "Ks 0.000 0.000 0.000\nd 1.0\nillum 1\n" f"map_Kd {texture_name}\n")
-    return text + ("Pr 1.0\nPm 1.0\nmap_Pr roughness.png\nmap_Pm metallic.png\n" if pbr else "")
+    roughness, metallic = PBR_MAP_FILES
+    return text + (f"Pr 1.0\nPm 1.0\nmap_Pr {roughness}\nmap_Pm {metallic}\n" if pbr else "")
 
 
 def write_mesh_files(mesh: TexturedMesh, folder: str | Path, stem: str = "mesh") -> dict[str, Path]:
@@ -179,8 +181,9 @@ def write_mesh_files(mesh: TexturedMesh, folder: str | Path, stem: str = "mesh")
         png = png_job.result()
     paths["texture"].write_bytes(png)
     if pbr:
-        for channel, kind in enumerate(("roughness", "metallic")):
-            paths[kind] = folder / f"{kind}.png"
+        for channel, name in enumerate(PBR_MAP_FILES):
+            kind = Path(name).stem
+            paths[kind] = folder / name
             paths[kind].write_bytes(encode_png(np.ascontiguousarray(mesh.metallic_roughness[..., channel])))
     paths["glb"].write_bytes(glb_bytes(mesh, png if mesh.is_textured else None))
     return paths

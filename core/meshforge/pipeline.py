@@ -83,13 +83,19 @@ def validate_request(models: str | list[str] | None, options: dict | None,
 
 
 def _check_result(model: str, result) -> ReconstructionResult:
-    """A reconstructor's result must be a non-empty, finite mesh; anything else is a plugin bug."""
+    """A reconstructor's result must be a non-empty, finite mesh, and its extra files must have
+    plain names that are not the bundle's own; anything else is a plugin bug."""
     if not isinstance(result, ReconstructionResult):
         raise PluginFailed(plugin=model, call="reconstruct", reason=f"returned {type(result).__name__}, "
                                                                      "not a ReconstructionResult")
     mesh = result.mesh
     if len(mesh.faces) == 0 or not np.isfinite(mesh.vertices).all():
         raise PluginFailed(plugin=model, call="reconstruct", reason="returned an empty or non-finite mesh")
+    reserved = {*bundle.MODEL_FILES, *bundle.PBR_MAP_FILES, bundle.QUALITY, bundle.PREVIEWS}
+    for name in result.files:
+        if Path(name).name != name or name.startswith(".") or name in reserved:
+            raise PluginFailed(plugin=model, call="reconstruct", reason=f"it returned a file named {name!r}: "
+                               "extra files need a plain name that is not one of the bundle's own")
     return result
 
 
@@ -192,11 +198,8 @@ def run_model(capture: Capture, model: str, options: dict, out: str | Path, *, s
         progress.check_cancelled()
         progress.update(0.7, "writing the mesh")
         t1 = time.perf_counter()
-        written = write_mesh_files(result.mesh, partial)
-        for name, data in result.files.items():
-            if Path(name).name != name or name.startswith(".") or name in {p.name for p in written.values()}:
-                raise PluginFailed(plugin=model, call="reconstruct", reason=f"it returned a file named {name!r}: "
-                                   "extra files need a plain name that is not one of the mesh files'")
+        write_mesh_files(result.mesh, partial)
+        for name, data in result.files.items():  # names checked with the result
             (partial / name).write_bytes(data)
         outcome.timings["export"] = round(time.perf_counter() - t1, 3)
         quality = None
