@@ -73,15 +73,11 @@ def recall_split(mesh, gt, capture, tau: float = 0.005, samples: int = 200_000) 
     see and on the rest: which part of the F-score no model can earn from the views."""
     from scipy.spatial import cKDTree
 
-    from meshforge.evaluation import bounds_of
+    from meshforge.evaluation import bounds_of, surface_samples
 
     size = float(np.ptp(bounds_of(gt), axis=0).max())
-    areas = np.array([part.surface_area() for part in gt])
-    counts = np.maximum(1, np.round(samples * areas / areas.sum()).astype(int))
-    truth = np.concatenate([part.sample_surface(int(c), i) for i, (part, c) in enumerate(zip(gt, counts))])
-    parts = mesh if isinstance(mesh, list) else [mesh]
-    ours = np.concatenate([part.sample_surface(samples // len(parts), 0) for part in parts])
-    found = cKDTree(ours).query(truth, workers=-1)[0] / size < tau
+    truth = surface_samples(gt, samples)
+    found = cKDTree(surface_samples(mesh, samples)).query(truth, workers=-1)[0] / size < tau
     seen = seen_by_inputs(truth, capture, _tolerance(gt))
     return {"unseen_share": round(float(1 - seen.mean()), 4), "recall_seen": round(float(found[seen].mean()), 4),
             "recall_unseen": round(float(found[~seen].mean()), 4) if (~seen).any() else None}
@@ -155,12 +151,12 @@ def main() -> None:
             meshforge.render_capture(Path(args.data) / MESHES[name], capture, heldout=8, heldout_dir=work / "heldout",
                                      ground_truth=work / "gt.glb")
         gt = load_parts(work / "gt.glb")
+        loaded = meshforge.load_capture(capture)  # for the scores; each model's run loads its own, timed
         row = {"mesh": name}
         for model, opts in (("fusion", {}), ("nvdiffrec", options)):
             if model == "fusion" and args.skip_fusion or model == "nvdiffrec" and args.skip_nvdiffrec:
                 continue
             info, mesh = timed_run(model, capture, work / f"{model}-{args.label}", opts)
-            loaded = meshforge.load_capture(capture)
             geo = geometry_scores(mesh, gt)
             held = heldout_scores(mesh, work / "heldout")
             info.update({"fscore@0.5%": round(geo["fscore@0.005"], 4), "fscore@1%": round(geo["fscore@0.01"], 4),

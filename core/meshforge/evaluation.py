@@ -23,22 +23,23 @@ from .mesh import TexturedMesh, bounds_of
 from .render import render
 
 
+def surface_samples(mesh: TexturedMesh | list[TexturedMesh], samples: int, seed: int = 0) -> np.ndarray:
+    """About ``samples`` points on the surface of a mesh or its parts, spread by area."""
+    parts = mesh if isinstance(mesh, list) else [mesh]
+    areas = np.array([p.surface_area() for p in parts])
+    counts = np.maximum(1, np.round(samples * areas / areas.sum()).astype(int))
+    return np.concatenate([p.sample_surface(int(c), seed + i) for i, (p, c) in enumerate(zip(parts, counts))])
+
+
 def geometry_scores(mesh: TexturedMesh | list[TexturedMesh], ground_truth: TexturedMesh | list[TexturedMesh],
                     samples: int = 200_000, taus=(0.005, 0.01, 0.02), seed: int = 0) -> dict:
     """Chamfer-L1 and F-score@τ, distances as fractions of the ground truth's longest side.
 
     Returns ``{"chamfer_l1", "fscore@τ", "precision@τ", "recall@τ"}`` for each τ in ``taus``.
     """
-    rec_parts = mesh if isinstance(mesh, list) else [mesh]
     gt_parts = ground_truth if isinstance(ground_truth, list) else [ground_truth]
     size = float(np.ptp(bounds_of(gt_parts), axis=0).max())
-
-    def sample(parts):
-        areas = np.array([p.surface_area() for p in parts])
-        counts = np.maximum(1, np.round(samples * areas / areas.sum()).astype(int))
-        return np.concatenate([p.sample_surface(int(c), seed + i) for i, (p, c) in enumerate(zip(parts, counts))])
-
-    a, b = sample(rec_parts), sample(gt_parts)
+    a, b = surface_samples(mesh, samples, seed), surface_samples(gt_parts, samples, seed)
     d_ab, _ = cKDTree(b).query(a, workers=-1)
     d_ba, _ = cKDTree(a).query(b, workers=-1)
     d_ab, d_ba = d_ab / size, d_ba / size
