@@ -8,12 +8,14 @@ and bias for F0 (Karis's split sum) from a table. Dielectric F0 is 0.04, blended
 colour by metallic. What differs here is size and how the filters run: six views cannot
 resolve a 512² light, so the cube is small (32² per face by default) and each prefilter is
 one dense, precomputed matrix over the mip's texels; the BRDF table is integrated with numpy
-at first use rather than shipped.
+at first use rather than shipped; and the surface points' lookups into the cube maps are
+computed once for pass 2's fixed mesh, as sparse matrices (:class:`CubeLookup`).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -36,10 +38,10 @@ def cube_directions(res: int) -> tuple[np.ndarray, np.ndarray]:
     return d / norm[..., None], solid_angle
 
 
-def sample_cube(cube: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
-    """Bilinear lookup of (6, R, R, C) ``cube`` in directions (N, 3) -> (N, C), clamped at the
-    face edges (a seam of half a texel, invisible at the roughness of a light this small)."""
-    res = cube.shape[1]
+def cube_taps(res: int, dirs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The four texels (N, 4) of a res² cube map (flattened (6, R, R)) that a bilinear lookup in
+    directions (N, 3) reads, and their weights (N, 4); clamped at the face edges (a seam of half
+    a texel, invisible at the roughness of a light this small)."""
     a = dirs.abs()
     x_major = (a[:, 0] >= a[:, 1]) & (a[:, 0] >= a[:, 2])
     y_major = ~x_major & (a[:, 1] >= a[:, 2])
@@ -53,15 +55,64 @@ def sample_cube(cube: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
     fy = ((tc + 1) * 0.5 * res - 0.5).clamp(0, res - 1)
     last = max(res - 2, 0)  # x0 ≤ R − 2 so that x1 = x0 + 1 exists; the weight reaches 1 at the edge
     x0, y0 = fx.floor().long().clamp(max=last), fy.floor().long().clamp(max=last)
-    wx, wy = (fx - x0)[:, None], (fy - y0)[:, None]
+    wx, wy = fx - x0, fy - y0
     x1, y1 = (x0 + 1).clamp(max=res - 1), (y0 + 1).clamp(max=res - 1)
-    flat = cube.reshape(-1, cube.shape[-1])
     base = face * res * res
+    index = torch.stack([base + y0 * res + x0, base + y0 * res + x1, base + y1 * res + x0, base + y1 * res + x1], 1)
+    weight = torch.stack([(1 - wx) * (1 - wy), wx * (1 - wy), (1 - wx) * wy, wx * wy], dim=1)
+    return index, weight
 
-    def at(yy, xx):
-        return flat[base + yy * res + xx]
 
-    return (at(y0, x0) * (1 - wx) + at(y0, x1) * wx) * (1 - wy) + (at(y1, x0) * (1 - wx) + at(y1, x1) * wx) * wy
+def sample_cube(cube: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
+    """Bilinear lookup of (6, R, R, C) ``cube`` in directions (N, 3) -> (N, C)."""
+    index, weight = cube_taps(cube.shape[1], dirs)
+    return (cube.reshape(-1, cube.shape[-1])[index] * weight[..., None]).sum(dim=1)
+
+
+class CubeLookup:
+    """Bilinear lookups of a res² cube map in fixed directions (N, 3), as a sparse (N, 6R²) matrix.
+
+    Pass 2 shades the same pixels in the same directions every iteration. As a gather, the
+    backward pass would add millions of pixel gradients into a few hundred texels one atomic
+    addition at a time; as a sparse product it is a second sparse product, with the transposed
+    matrix held beside the first, that sums each texel's row."""
+
+    def __init__(self, res: int, dirs: torch.Tensor):
+        index, weight = cube_taps(res, dirs)
+        n, texels = len(dirs), 6 * res * res
+        columns, values = index.reshape(-1), weight.reshape(-1)
+        rows = torch.arange(n, device=dirs.device).repeat_interleave(4)
+        order = torch.argsort(columns, stable=True)
+        self.matrix = _csr(torch.arange(0, 4 * n + 1, 4, device=dirs.device), columns, values, (n, texels))
+        per_texel = torch.bincount(columns, minlength=texels)
+        starts = torch.cat([per_texel.new_zeros(1), per_texel.cumsum(0)])
+        self.transposed = _csr(starts, rows[order], values[order], (texels, n))
+
+    def __call__(self, cube: torch.Tensor) -> torch.Tensor:
+        """(6, R, R, C) -> (N, C)."""
+        return _SparseProduct.apply(self.matrix, self.transposed, cube.reshape(-1, cube.shape[-1]))
+
+
+def _csr(starts, columns, values, size) -> torch.Tensor:
+    import warnings
+
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the product used here is stable
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(starts.int(), columns.int(), values.detach(), size=size,
+                                       check_invariants=False)
+
+
+class _SparseProduct(torch.autograd.Function):
+    """matrix @ dense, its gradient transposed @ grad (the matrix is a constant)."""
+
+    @staticmethod
+    def forward(ctx, matrix, transposed, dense):
+        ctx.transposed = transposed
+        return matrix @ dense
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None, None, ctx.transposed @ grad.contiguous()
 
 
 def ggx_filter(res: int, roughness: float, device="cpu") -> torch.Tensor:
@@ -146,6 +197,7 @@ class EnvironmentLight(torch.nn.Module):
         while sizes[-1] // 2 >= max(2, res // 4):
             sizes.append(sizes[-1] // 2)
         n = len(sizes)
+        self.sizes = sizes
         self.roughness = [MIN_ROUGHNESS + (MAX_ROUGHNESS - MIN_ROUGHNESS) * i / max(n - 2, 1) for i in range(n - 1)]
         self.roughness.append(1.0)
         self.filters = [ggx_filter(s, r, device) for s, r in zip(sizes, self.roughness)]
@@ -165,30 +217,36 @@ class EnvironmentLight(torch.nn.Module):
             levels.append(b.reshape(6, b.shape[1] // 2, 2, b.shape[2] // 2, 2, 3).mean(dim=(2, 4)))
         return levels
 
-    def shade(self, normal: torch.Tensor, to_eye: torch.Tensor, base_colour: torch.Tensor,
-              roughness: torch.Tensor, metallic: torch.Tensor) -> torch.Tensor:
-        """Linear radiance (N, 3) of surface points with unit ``normal`` and ``to_eye`` (N, 3),
-        linear ``base_colour`` (N, 3), ``roughness`` and ``metallic`` (N, 1)."""
+    def points(self, normal: torch.Tensor, to_eye: torch.Tensor) -> "ShadingPoints":
+        """What shading surface points with unit ``normal`` and ``to_eye`` (N, 3) needs of their
+        geometry: n·v and the cube lookups, in the reflected direction for each specular mip and
+        along the normal for the diffuse one. Fixed for a fixed mesh and views."""
+        nv = (normal * to_eye).sum(dim=1, keepdim=True).clamp(1e-4, 1.0)
+        reflected = 2 * nv * normal - to_eye
+        return ShadingPoints(nv, [CubeLookup(s, reflected) for s in self.sizes], CubeLookup(self.sizes[-1], normal))
+
+    def shade(self, points: "ShadingPoints", base_colour: torch.Tensor, roughness: torch.Tensor,
+              metallic: torch.Tensor) -> torch.Tensor:
+        """Linear radiance (N, 3) of ``points`` with linear ``base_colour`` (N, 3), ``roughness``
+        and ``metallic`` (N, 1)."""
         levels = self.mips()
         specular = [(f @ m.reshape(-1, 3)).reshape(m.shape) for f, m in zip(self.filters, levels)]
         diffuse = (self.diffuse_filter @ levels[-1].reshape(-1, 3)).reshape(levels[-1].shape)
-        nv = (normal * to_eye).sum(dim=1, keepdim=True).clamp(1e-4, 1.0)
-        reflected = 2 * nv * normal - to_eye
         # the mip for a roughness: linear in roughness up to MAX_ROUGHNESS, then to the last mip at 1
         n = len(levels)
         r = roughness.clamp(MIN_ROUGHNESS, 1.0)
         level = torch.where(r < MAX_ROUGHNESS, (r - MIN_ROUGHNESS) / (MAX_ROUGHNESS - MIN_ROUGHNESS) * (n - 2),
                             (n - 2) + (r - MAX_ROUGHNESS) / (1 - MAX_ROUGHNESS)).clamp(0, n - 1)
         env = 0
-        for i, cube in enumerate(specular):
-            env = env + sample_cube(cube, reflected) * (1 - (level - i).abs()).clamp(min=0)
+        for i, (cube, lookup) in enumerate(zip(specular, points.specular)):
+            env = env + lookup(cube) * (1 - (level - i).abs()).clamp(min=0)
         size = self.table.shape[0]
-        u = (nv * size - 0.5).clamp(0, size - 1)
+        u = (points.nv * size - 0.5).clamp(0, size - 1)
         v = (r * size - 0.5).clamp(0, size - 1)
         scale_bias = _bilinear(self.table, v[:, 0], u[:, 0])
         f0 = DIELECTRIC_F0 * (1 - metallic) + base_colour * metallic
-        return base_colour * (1 - metallic) * sample_cube(diffuse, normal) + env * (f0 * scale_bias[:, :1]
-                                                                                    + scale_bias[:, 1:])
+        return base_colour * (1 - metallic) * points.diffuse(diffuse) + env * (f0 * scale_bias[:, :1]
+                                                                               + scale_bias[:, 1:])
 
     def white_balance(self) -> torch.Tensor:
         """Mean |rgb − grey| of the cube: the paper's prior towards white light."""
@@ -205,6 +263,15 @@ class EnvironmentLight(torch.nn.Module):
         with torch.no_grad():
             img = sample_cube(self.radiance(), torch.as_tensor(d, dtype=torch.float32, device=self.base.device))
         return img.reshape(h, width, 3).cpu().numpy()
+
+
+@dataclass
+class ShadingPoints:
+    """Surface points' geometry for :meth:`EnvironmentLight.shade` (:meth:`EnvironmentLight.points`)."""
+
+    nv: torch.Tensor              # (N, 1) cosine between normal and view
+    specular: list[CubeLookup]    # per mip, in the reflected direction
+    diffuse: CubeLookup           # the last mip, along the normal
 
 
 def _bilinear(table: torch.Tensor, fy: torch.Tensor, fx: torch.Tensor) -> torch.Tensor:

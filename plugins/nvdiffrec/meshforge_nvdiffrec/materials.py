@@ -10,9 +10,10 @@
   base colour from the photographs, a uniform light of 1) keep it near "the photograph is the
   colour", which is what the baked mode assumes outright.
 
-Both give ``colour(rast, clip)`` for :func:`.optimize.render_views`, ``regulariser()``,
-``clamp_()`` after each step, and ``finish(mesh)``, which writes the maps into the mesh and
-returns extra files for the model's folder.
+Both work on pass 2's :class:`.gbuffer.GBuffer` (the mesh is fixed) and give ``colour()``, the
+sRGB colour (N, 3) of its covered pixels, ``regulariser()``, ``clamp_()`` after each step, and
+``finish(mesh)``, which writes the maps into the mesh and returns extra files for the model's
+folder.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .gbuffer import GBuffer
 from .lighting import EnvironmentLight, linear_to_srgb, radiance_hdr, srgb_to_linear
 
 #: the paper's weight of its white-light prior (guides/nvdiffrec.md §6)
@@ -35,14 +37,13 @@ def _to_uint8(image: torch.Tensor) -> np.ndarray:
 class BakedColour(torch.nn.Module):
     """An sRGB texture (1, H, W, 3) in [0, 1]: colour with the lighting baked in."""
 
-    def __init__(self, texture: torch.Tensor, uv: torch.Tensor, faces: torch.Tensor, backend, n_views: int):
+    def __init__(self, texture: torch.Tensor, gbuffer: GBuffer):
         super().__init__()
         self.texture = torch.nn.Parameter(texture)
-        self.uv, self.faces, self.backend, self.n_views = uv, faces, backend, n_views
+        self.gbuffer = gbuffer
 
-    def colour(self, rast, clip) -> torch.Tensor:
-        coords = self.backend.interpolate(self.uv, rast, self.faces)
-        return self.backend.texture(self.texture.expand(self.n_views, -1, -1, -1), coords)
+    def colour(self) -> torch.Tensor:
+        return self.gbuffer.lookup(self.texture)
 
     def regulariser(self) -> torch.Tensor | float:
         return 0.0
@@ -58,32 +59,25 @@ class BakedColour(torch.nn.Module):
 
 class PbrMaterial(torch.nn.Module):
     """Linear base colour (1, H, W, 3), roughness and metallic (1, H, W, 2) and an environment
-    light; shaded per covered pixel with smooth vertex normals."""
+    light; shaded per covered pixel with smooth vertex normals. Each pixel's normal, view
+    direction and light lookups are computed once (:meth:`.lighting.EnvironmentLight.points`)."""
 
-    def __init__(self, texture: torch.Tensor, vertices: torch.Tensor, faces: torch.Tensor, uv: torch.Tensor,
-                 eyes: torch.Tensor, backend, light_resolution: int):
+    def __init__(self, texture: torch.Tensor, gbuffer: GBuffer, vertices: torch.Tensor, faces: torch.Tensor,
+                 eyes: torch.Tensor, light_resolution: int):
         super().__init__()
         self.base_colour = torch.nn.Parameter(srgb_to_linear(texture))
         start = torch.tensor([START_ROUGHNESS, START_METALLIC], device=texture.device)
         self.roughness_metallic = torch.nn.Parameter(start.expand(*texture.shape[:3], 2).clone())
         self.light = EnvironmentLight(light_resolution, device=texture.device)
-        self.vertices, self.faces, self.uv, self.eyes, self.backend = vertices, faces, uv, eyes, backend
-        self.normals = _welded_normals(vertices, faces)
+        self.gbuffer = gbuffer
+        normal = torch.nn.functional.normalize(gbuffer.attribute(_welded_normals(vertices, faces)), dim=-1)
+        to_eye = torch.nn.functional.normalize(eyes[gbuffer.view] - gbuffer.attribute(vertices), dim=-1)
+        self.points = self.light.points(normal, to_eye)
 
-    def colour(self, rast, clip) -> torch.Tensor:
-        b = rast.shape[0]
-        interpolate, texture = self.backend.interpolate, self.backend.texture
-        coords = interpolate(self.uv, rast, self.faces)
-        base = texture(self.base_colour.expand(b, -1, -1, -1), coords)
-        rm = texture(self.roughness_metallic.expand(b, -1, -1, -1), coords)
-        normal = torch.nn.functional.normalize(interpolate(self.normals, rast, self.faces), dim=-1)
-        to_eye = torch.nn.functional.normalize(self.eyes[:, None, None, :] - interpolate(self.vertices, rast,
-                                                                                        self.faces), dim=-1)
-        covered = rast[..., 3] > 0  # shade only these: a selection (one synchronisation) saves most of the work
-        radiance = self.light.shade(normal[covered], to_eye[covered], base[covered], rm[covered][:, :1],
-                                    rm[covered][:, 1:])
-        out = torch.zeros(*rast.shape[:3], 3, dtype=radiance.dtype, device=radiance.device)
-        return out.index_put((covered,), linear_to_srgb(radiance))
+    def colour(self) -> torch.Tensor:
+        base = self.gbuffer.lookup(self.base_colour)
+        rm = self.gbuffer.lookup(self.roughness_metallic)
+        return linear_to_srgb(self.light.shade(self.points, base, rm[:, :1], rm[:, 1:]))
 
     def regulariser(self) -> torch.Tensor:
         return WHITE_BALANCE_WEIGHT * self.light.white_balance()

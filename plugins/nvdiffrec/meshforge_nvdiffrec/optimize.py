@@ -16,7 +16,9 @@ that sees them best, texture initialised with the views' own pixels, no resampli
 xatlas unwrap (child process, time limit, view-atlas fallback) initialised by baking the
 views; the texture is then optimised directly at ``render_res`` against all six views, on
 the pixels inside their silhouettes (edge pixels mix in the background), each weighted by
-how squarely its view sees the surface (:func:`_facing`). Pass 2's learning rates decay to 2 %.
+how squarely its view sees the surface (:func:`_facing`). The mesh no longer moves then, so
+the views are rasterised once (:class:`.gbuffer.GBuffer`) and each iteration shades only
+their covered pixels. Pass 2's learning rates decay to 2 %.
 
 Failures: NaN/inf, or a pass-1 loss 100× above its start → MODEL_DID_NOT_CONVERGE with the loss
 curve; a pass-1 result that covers less than half of the views' silhouettes →
@@ -40,6 +42,7 @@ from meshforge.mesh import TexturedMesh
 from .backends import make_backend, projection
 from .dmtet import TetGrid, laplacian_energy, marching_tets, sdf_regularizer, unique_edges
 from .fields import ColourGrid
+from .gbuffer import GBuffer
 from .materials import BakedColour, PbrMaterial
 
 
@@ -376,22 +379,23 @@ def pass2(vertices: np.ndarray, faces: np.ndarray, cell: float, hull, capture: C
     tri = torch.as_tensor(mesh.faces, dtype=torch.int32, device=device)
     uv = torch.as_tensor(np.stack([mesh.uv[:, 0], 1.0 - mesh.uv[:, 1]], 1), device=device)  # v down for sampling
     start = torch.as_tensor(mesh.texture, dtype=torch.float32, device=device)[None] / 255.0
+    gbuffer = GBuffer(backend, verts, tri, uv, _clip(verts, views), views.res)
     if options["appearance"] == "pbr":
-        material = PbrMaterial(start, verts, tri, uv, views.eyes, backend, options["light_resolution"])
+        material = PbrMaterial(start, gbuffer, verts, tri, views.eyes, options["light_resolution"])
     else:
-        material = BakedColour(start, uv, tri, backend, len(views.images))
+        material = BakedColour(start, gbuffer)
     opt = torch.optim.Adam(material.parameters(), lr=options["lr_texture_pass2"])
-    interior = _interior(views.masks, max(1, views.res // 512))
-    facing = _facing(backend, verts, tri, views, options["texture_view_weight"])
+    weight = _interior(views.masks, max(1, views.res // 512)) * gbuffer.image(
+        _facing(gbuffer, verts, tri, views.eyes, options["texture_view_weight"]))
     iterations = options["iterations_pass2"]
     texture_progress = progress.slice(0.4, 1.0)
+    loop_start = time.monotonic()
+    done = 0
     for it in range(iterations):
         if _out_of_time(run, texture_progress, "pass 2: texture", it, iterations, deadline, "pass 2", "iterations"):
             break
         _decay(opt, options["lr_texture_pass2"], it, iterations)
-        image, _, _, covered = render_views(backend, verts, tri, views, material.colour, 0.0)
-        weight = interior * covered * facing
-        error = (image - views.images) * weight
+        error = (gbuffer.composite(material.colour()) - views.images) * weight
         loss = error.abs().sum() / (3 * weight.sum()).clamp(min=1) + material.regulariser()
         if it % 10 == 0 or it == iterations - 1:
             _check(loss, run, f"pass 2, iteration {it}")
@@ -402,32 +406,31 @@ def pass2(vertices: np.ndarray, faces: np.ndarray, cell: float, hull, capture: C
         loss.backward()
         opt.step()
         material.clamp_()
+        done = it + 1
         if it % 10 == 0 or it == iterations - 1:
             run.curve.append({"pass": 2, "stage": "texture", "it": it, "loss": round(loss.item(), 6)})
+    stats["texture_iterations"] = done
+    stats["texture_ms_per_iteration"] = round(1000 * (time.monotonic() - loop_start) / max(done, 1), 1)
     run.files, material_stats = material.finish(mesh)
     stats["appearance"] = {"mode": options["appearance"], **material_stats}
     return mesh
 
 
-def _facing(backend, verts: torch.Tensor, faces: torch.Tensor, views: Views, power: float) -> torch.Tensor:
-    """Per pixel of every view, the cosine between the visible face's normal and the ray to the
-    camera, raised to ``power`` (1.0 everywhere for power 0).
+def _facing(gbuffer: GBuffer, verts: torch.Tensor, faces: torch.Tensor, eyes: torch.Tensor,
+            power: float) -> torch.Tensor:
+    """Per covered pixel (N, 1), the cosine between its face's normal and the ray to its camera,
+    raised to ``power`` (1.0 everywhere for power 0).
 
     A pixel that sees the surface at a grazing angle covers a long strip of it, and a sliver of
     a cell of depth error moves that strip along the surface by several texels: with uniform
     weights such pixels smear texels that a frontal view sees sharply (bob's held-out PSNR then
     swung by 3 dB with the seed of pass 1)."""
     if power == 0:
-        return torch.ones((), device=verts.device)
-    tri = verts[faces.long()]
-    normal = torch.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=1)
-    normal = torch.nn.functional.normalize(normal, dim=1)
-    to_eye = torch.nn.functional.normalize(views.eyes[:, None, :] - tri.mean(dim=1)[None], dim=2)
-    cosine = (to_eye * normal[None]).sum(dim=2).clamp(min=0) ** power  # (B, F)
-    cosine = torch.cat([torch.zeros_like(cosine[:, :1]), cosine], dim=1)  # face id 0: no face
-    with torch.no_grad():
-        ids = backend.rasterize(_clip(verts, views), faces, (views.res, views.res))[..., 3].long()  # face + 1
-    return torch.gather(cosine, 1, ids.reshape(len(cosine), -1)).reshape(*ids.shape, 1)
+        return torch.ones(len(gbuffer), 1, device=verts.device)
+    tri = verts[faces.long()[gbuffer.face]]  # (N, 3, 3)
+    normal = torch.nn.functional.normalize(torch.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=1), dim=1)
+    to_eye = torch.nn.functional.normalize(eyes[gbuffer.view] - tri.mean(dim=1), dim=1)
+    return (to_eye * normal).sum(dim=1, keepdim=True).clamp(min=0) ** power
 
 
 def _interior(masks: torch.Tensor, pixels: int) -> torch.Tensor:

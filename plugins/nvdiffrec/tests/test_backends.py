@@ -51,6 +51,29 @@ def test_torch_backend_gradients_reach_vertices(spot):
     assert v.grad.abs().sum() > 0
 
 
+def test_the_gbuffer_gives_what_full_frame_rendering_gives(spot):
+    """Pass 2's covered-pixel lookups, scattered back, are the full-frame texture lookup of those
+    pixels; off the object the images are 0; attributes interpolate as the backend does."""
+    from meshforge_nvdiffrec.gbuffer import GBuffer
+
+    cams = [meshforge.rig(2.5, 40, 96)[v] for v in ("front", "left", "top")]
+    be = TorchBackend(torch.device("cpu"))
+    faces = torch.as_tensor(spot.faces, dtype=torch.int32)
+    vertices = torch.as_tensor(spot.vertices)
+    uv = torch.as_tensor(np.stack([spot.uv[:, 0], 1.0 - spot.uv[:, 1]], 1))
+    clip = _clip(spot, cams, "cpu")
+    gbuffer = GBuffer(be, vertices, faces, uv, clip, 96)
+    rast = be.rasterize(clip, faces, (96, 96))
+    covered = (rast[..., 3:4] > 0).float()
+    assert torch.equal(gbuffer.covered, covered) and len(gbuffer) == int(covered.sum())
+    texture = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(0))
+    full = be.texture(texture.expand(3, -1, -1, -1), be.interpolate(uv, rast, faces)) * covered
+    assert torch.allclose(gbuffer.image(gbuffer.lookup(texture)), full, atol=1e-6)
+    points = be.interpolate(vertices, rast, faces).reshape(-1, 3)[covered.reshape(-1) > 0]
+    assert torch.allclose(gbuffer.attribute(vertices), points)
+    assert torch.equal(gbuffer.view, torch.nonzero(covered[..., 0], as_tuple=True)[0])
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the device machine)")
 def test_nvdiffrast_and_torch_backends_agree(spot):
     from meshforge_nvdiffrec.backends import NvdiffrastBackend
@@ -76,19 +99,20 @@ def test_nvdiffrast_and_torch_backends_agree(spot):
 
 def _pbr_colour(backend, spot, cams, device):
     """spot shaded by nvdiffrec's PBR material (half metallic) under a fixed random light."""
+    from meshforge_nvdiffrec.gbuffer import GBuffer
     from meshforge_nvdiffrec.materials import PbrMaterial
 
     texture = torch.as_tensor(spot.texture, dtype=torch.float32, device=device)[None] / 255.0
     uv = torch.as_tensor(np.stack([spot.uv[:, 0], 1.0 - spot.uv[:, 1]], 1), device=device)
     eyes = torch.as_tensor(np.stack([c.camera_to_world[:3, 3] for c in cams]), dtype=torch.float32, device=device)
     faces = torch.as_tensor(spot.faces, dtype=torch.int32, device=device)
-    material = PbrMaterial(texture, torch.as_tensor(spot.vertices, device=device), faces, uv, eyes, backend, 8)
+    vertices = torch.as_tensor(spot.vertices, device=device)
+    gbuffer = GBuffer(backend, vertices, faces, uv, _clip(spot, cams, device), 256)
+    material = PbrMaterial(texture, gbuffer, vertices, faces, eyes, 8)
     with torch.no_grad():
         material.light.base.copy_(torch.rand(6, 8, 8, 3, generator=torch.Generator().manual_seed(0)).to(device))
         material.roughness_metallic[..., 1] = 0.5
-        clip = _clip(spot, cams, device)
-        rast = backend.rasterize(clip, faces, (256, 256))
-        return material.colour(rast, clip), rast[..., 3] > 0
+        return gbuffer.image(material.colour()), gbuffer.covered[..., 0] > 0
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the device machine)")

@@ -31,6 +31,21 @@ def test_cube_lookup_returns_texels_at_their_centres_and_varies_smoothly_between
     assert error.mean() < 0.01 and error.max() < 0.1  # largest along the faces' clamped edges
 
 
+def test_the_sparse_cube_lookup_gives_the_gathers_values_and_gradients():
+    """CubeLookup (pass 2's fixed directions, a sparse product each way) against sample_cube
+    (indexing, autograd's own gradient)."""
+    rays = torch.nn.functional.normalize(torch.randn(3000, 3, generator=torch.Generator().manual_seed(5)), dim=1)
+    weights = torch.rand(3000, 3, generator=torch.Generator().manual_seed(6))
+    cube_a = torch.rand(6, 8, 8, 3, generator=torch.Generator().manual_seed(7)).requires_grad_()
+    cube_b = cube_a.detach().clone().requires_grad_()
+    sparse, gathered = lighting.CubeLookup(8, rays)(cube_a), lighting.sample_cube(cube_b, rays)
+    assert torch.allclose(sparse, gathered, atol=1e-6)
+    (sparse * weights).sum().backward()
+    (gathered * weights).sum().backward()
+    assert torch.allclose(cube_a.grad, cube_b.grad, atol=1e-5)
+    assert cube_a.grad.abs().sum() > 0
+
+
 def test_a_uniform_light_gives_the_closed_form_radiance():
     """Uniform parameters of any scale are a uniform light of radiance 1 (its mean is held at 1)."""
     light = lighting.EnvironmentLight(8)
@@ -45,7 +60,7 @@ def test_a_uniform_light_gives_the_closed_form_radiance():
     rough = torch.rand(500, 1, generator=torch.Generator().manual_seed(4)) * 0.9 + 0.08
     for metal in (0.0, 1.0):
         m = torch.full((500, 1), metal)
-        got = light.shade(n, to_eye, kd, rough, m)
+        got = light.shade(light.points(n, to_eye), kd, rough, m)
         # every filter is normalised: diffuse irradiance/π and each specular mip equal the light
         nv = (n * to_eye).sum(1).clamp(1e-4, 1)
         table = torch.as_tensor(lighting.brdf_table())

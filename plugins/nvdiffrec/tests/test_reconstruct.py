@@ -328,7 +328,8 @@ def test_pass2_weighs_each_pixel_by_how_squarely_its_view_sees_the_surface(tiny)
 
     from meshforge.render import render
     from meshforge_nvdiffrec.backends import make_backend
-    from meshforge_nvdiffrec.optimize import _facing, _near_far, prepare_views
+    from meshforge_nvdiffrec.gbuffer import GBuffer
+    from meshforge_nvdiffrec.optimize import _clip, _facing, _near_far, prepare_views
 
     capture = meshforge.load_capture(tiny.capture)
     mesh = meshforge.reconstruct(capture, "fusion", {"resolution": 64, "target_faces": 4000}).mesh
@@ -338,9 +339,10 @@ def test_pass2_weighs_each_pixel_by_how_squarely_its_view_sees_the_surface(tiny)
     backend = make_backend("torch", device)
     verts = torch.as_tensor(mesh.vertices)
     faces = torch.as_tensor(mesh.faces, dtype=torch.int32)
+    gbuffer = GBuffer(backend, verts, faces, torch.zeros(len(verts), 2), _clip(verts, views), res)
 
-    assert float(_facing(backend, verts, faces, views, 0.0)) == 1.0
-    weight = _facing(backend, verts, faces, views, 2.0)[..., 0].numpy()
+    assert torch.equal(_facing(gbuffer, verts, faces, views.eyes, 0.0), torch.ones(len(gbuffer), 1))
+    weight = gbuffer.image(_facing(gbuffer, verts, faces, views.eyes, 2.0))[..., 0].numpy()
     assert weight.shape == (len(capture.views), res, res) and 0.0 <= weight.min() and weight.max() <= 1.0
     for k, view in enumerate(capture.views.values()):
         cam = view.camera.scaled(res)
@@ -409,9 +411,10 @@ def test_pbr_light_and_material_are_learned_through_the_renderer(tiny):
 
     from meshforge.texturing import bake_view_atlas
     from meshforge_nvdiffrec.backends import make_backend
+    from meshforge_nvdiffrec.gbuffer import GBuffer
     from meshforge_nvdiffrec.lighting import cube_directions
     from meshforge_nvdiffrec.materials import PbrMaterial
-    from meshforge_nvdiffrec.optimize import _near_far, prepare_views, render_views
+    from meshforge_nvdiffrec.optimize import _clip, _near_far, prepare_views
 
     capture = meshforge.load_capture(tiny.capture)
     shape = meshforge.reconstruct(capture, "fusion", {"resolution": 48, "target_faces": 3000}).mesh
@@ -422,23 +425,24 @@ def test_pbr_light_and_material_are_learned_through_the_renderer(tiny):
     faces = torch.as_tensor(mesh.faces, dtype=torch.int32)
     uv = torch.as_tensor(np.stack([mesh.uv[:, 0], 1.0 - mesh.uv[:, 1]], 1))
     start = torch.as_tensor(mesh.texture, dtype=torch.float32)[None] / 255.0
+    gbuffer = GBuffer(backend, verts, faces, uv, _clip(verts, views), views.res)
+    covered = gbuffer.covered
 
     def material():
-        return PbrMaterial(start, verts, faces, uv, views.eyes, backend, light_resolution=4)
+        return PbrMaterial(start, gbuffer, verts, faces, views.eyes, light_resolution=4)
 
     truth = material()
     up = torch.as_tensor(cube_directions(4)[0][..., 1])  # each texel's direction's height (+Y is up)
     with torch.no_grad():
         truth.light.base.copy_(torch.where(up[..., None] > 0, 1.6, 0.3).float().expand(6, 4, 4, 3))
         sky = truth.light.radiance()
-        target, _, _, covered = render_views(backend, verts, faces, views, truth.colour, 0.0)
+        target = gbuffer.composite(truth.colour())
 
     def fit(fitted, parameters):
         opt = torch.optim.Adam(parameters, lr=0.05)
         errors = []
         for _ in range(60):
-            image, _, _, _ = render_views(backend, verts, faces, views, fitted.colour, 0.0)
-            loss = ((image - target).abs() * covered).sum() / covered.sum()
+            loss = ((gbuffer.composite(fitted.colour()) - target).abs() * covered).sum() / covered.sum()
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -459,19 +463,13 @@ def test_pbr_light_and_material_are_learned_through_the_renderer(tiny):
     # and the material: a polished metal under that light, fitted from the rough dielectric start
     with torch.no_grad():
         truth.roughness_metallic.copy_(torch.tensor([0.25, 1.0]).expand_as(truth.roughness_metallic))
-        target, _, _, covered = render_views(backend, verts, faces, views, truth.colour, 0.0)
+        target = gbuffer.composite(truth.colour())
     fitted = material()
     with torch.no_grad():
         fitted.light.base.copy_(truth.light.base)
     errors = fit(fitted, [fitted.roughness_metallic])
-    def seen_material(rast, clip):  # roughness and metallic where the views see the surface
-        coords = backend.interpolate(uv, rast, faces)
-        maps = backend.texture(fitted.roughness_metallic.expand(len(rast), -1, -1, -1), coords)
-        return torch.nn.functional.pad(maps, (0, 1))
-
-    with torch.no_grad():
-        seen, _, _, _ = render_views(backend, verts, faces, views, seen_material, 0.0)
-    roughness, metallic = ((seen * covered).sum(dim=(0, 1, 2)) / covered.sum())[:2].tolist()
+    with torch.no_grad():  # roughness and metallic where the views see the surface
+        roughness, metallic = gbuffer.lookup(fitted.roughness_metallic).mean(dim=0).tolist()
     print(f"material fit error {errors[0]:.4f} -> {errors[-1]:.4f}; roughness {roughness:.2f}, metallic "
           f"{metallic:.2f} (truth 0.25, 1.0)")
     # metallic decides diffuse against tinted specular: well determined; roughness only blurs a
