@@ -361,7 +361,8 @@ def test_untextured_mesh_still_gets_the_bundle_layout(written):
 def test_pbr_maps_give_a_lit_material_that_readers_accept(tmp_path):
     """A mesh with metallic_roughness maps (nvdiffrec's appearance "pbr") gets glTF's PBR
     material with both textures and no unlit extension, and the OBJ's MTL the PBR extension's
-    map_Pr / map_Pm; the Khronos validator, three.js and trimesh read them as meant."""
+    map_Pr / map_Pm; the Khronos validator, three.js and trimesh read them as meant. A specular
+    map goes into KHR_materials_specular (alpha) and the MTL's map_Ks."""
     import trimesh
 
     body = demo_parts()[0]
@@ -377,8 +378,12 @@ def test_pbr_maps_give_a_lit_material_that_readers_accept(tmp_path):
     pbr = material["pbrMetallicRoughness"]
     assert pbr["metallicRoughnessTexture"] == {"index": 1, "texCoord": 0}
     assert pbr["metallicFactor"] == pbr["roughnessFactor"] == 1.0
-    view = doc["bufferViews"][doc["images"][doc["textures"][1]["source"]]["bufferView"]]
-    packed = np.asarray(Image.open(io.BytesIO(binary[view["byteOffset"]:][:view["byteLength"]])))
+
+    def image(doc, binary, texture):
+        view = doc["bufferViews"][doc["images"][doc["textures"][texture]["source"]]["bufferView"]]
+        return np.asarray(Image.open(io.BytesIO(binary[view["byteOffset"]:][:view["byteLength"]])))
+
+    packed = image(doc, binary, 1)
     np.testing.assert_array_equal(packed[..., 1], maps[..., 0])  # glTF: roughness in green
     np.testing.assert_array_equal(packed[..., 2], maps[..., 1])  # metallic in blue
 
@@ -393,8 +398,34 @@ def test_pbr_maps_give_a_lit_material_that_readers_accept(tmp_path):
 
     mtl = paths["mtl"].read_text()
     assert "map_Kd texture.png" in mtl and "map_Pr roughness.png" in mtl and "map_Pm metallic.png" in mtl
+    assert "map_Ks" not in mtl and "Ks 0.000 0.000 0.000" in mtl
     np.testing.assert_array_equal(np.asarray(Image.open(paths["roughness"])), maps[..., 0])
     np.testing.assert_array_equal(np.asarray(Image.open(paths["metallic"])), maps[..., 1])
 
+    # with the share of specular reflection
+    specular = maps[..., 0][::-1].copy()
+    shiny = TexturedMesh(body.vertices, body.faces, uv=body.uv, texture=body.texture, metallic_roughness=maps,
+                         specular=specular)
+    paths = write_mesh_files(shiny, tmp_path / "specular")
+    assert sorted(paths) == ["glb", "metallic", "mtl", "obj", "roughness", "specular", "texture"]
+    np.testing.assert_array_equal(np.asarray(Image.open(paths["specular"])), specular)
+    mtl = paths["mtl"].read_text()
+    assert "map_Ks specular.png" in mtl and "Ks 1.000 1.000 1.000" in mtl and "map_Pr roughness.png" in mtl
+    doc, binary, _ = _glb_parts(paths["glb"].read_bytes())
+    (material,) = doc["materials"]
+    assert doc["extensionsUsed"] == ["KHR_materials_specular"]
+    extension = material["extensions"]["KHR_materials_specular"]
+    assert extension["specularFactor"] == 1.0
+    np.testing.assert_array_equal(image(doc, binary, extension["specularTexture"]["index"])[..., 3], specular)
+    report = run_node("validate.mjs", paths["glb"])
+    assert report["issues"]["messages"] == [], json.dumps(report["issues"], indent=1)
+    assert report["info"]["extensionsUsed"] == ["KHR_materials_specular"]
+    summary = run_node("gltf_summary.mjs", paths["glb"])
+    (read,) = summary["meshes"][0]["materials"]
+    assert summary["messages"] == [] and read["type"] == "MeshPhysicalMaterial", read
+    assert read["specularIntensity"] == 1.0 and read["specularIntensityMap"]["image"]["decoded"], read
+
     with pytest.raises(ValueError, match="metallic_roughness"):
         TexturedMesh(body.vertices, body.faces, uv=body.uv, texture=body.texture, metallic_roughness=maps[:-1])
+    with pytest.raises(ValueError, match="specular"):
+        TexturedMesh(body.vertices, body.faces, uv=body.uv, texture=body.texture, specular=specular)

@@ -29,7 +29,8 @@ REPORT = "report.json"
 QUALITY = "quality.json"
 PREVIEWS = "previews"
 MODEL_FILES = ("mesh.glb", "mesh.obj", "mesh.mtl", "texture.png")
-PBR_MAP_FILES = ("roughness.png", "metallic.png")  # beside them when the mesh has PBR maps (the MTL names them)
+#: beside them when the mesh has PBR maps (the MTL names them; specular.png only with a specular map)
+PBR_MAP_FILES = ("roughness.png", "metallic.png", "specular.png")
 
 
 def write_json(path: str | Path, data) -> Path:

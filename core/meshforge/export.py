@@ -6,7 +6,8 @@ roughness 1, metallic 0) because textures hold the colour the cameras saw, light
 included; viewers that ignore the extension show the same texture under their lights. A mesh
 with ``metallic_roughness`` maps gets a lit PBR material instead (glTF packs roughness in the
 green and metallic in the blue channel; the OBJ's MTL names single-channel ``roughness.png``
-and ``metallic.png`` with the PBR extension's ``map_Pr`` / ``map_Pm``).
+and ``metallic.png`` with the PBR extension's ``map_Pr`` / ``map_Pm``), and a ``specular``
+map goes into glTF's ``KHR_materials_specular`` (alpha channel) and the MTL's ``map_Ks``.
 UVs are stored with glTF's v-down convention (v_gltf = 1 − v) and OBJ's v-up one. Vertex
 colours are sRGB in OBJ ('v x y z r g b', as Blender and three.js read them) and linear in
 glTF (COLOR_0 is linear by the specification).
@@ -105,6 +106,15 @@ def glb_bytes(mesh: TexturedMesh, texture_png: bytes | None = None, name: str = 
                 {"metallicFactor": 1.0, "roughnessFactor": 1.0,
                  "metallicRoughnessTexture": {"index": 1, "texCoord": 0}})
             del material["extensions"], doc["extensionsUsed"]
+            if mesh.specular is not None:
+                rgba = np.full((*mesh.specular.shape, 4), 255, np.uint8)
+                rgba[..., 3] = mesh.specular  # the extension reads the strength from alpha
+                doc["images"].append({"bufferView": add_view(encode_png(rgba)), "mimeType": "image/png",
+                                      "name": "specular"})
+                doc["textures"].append({"sampler": 0, "source": 2})
+                material["extensions"] = {"KHR_materials_specular": {"specularFactor": 1.0,
+                                                                     "specularTexture": {"index": 2, "texCoord": 0}}}
+                doc["extensionsUsed"] = ["KHR_materials_specular"]
     elif mesh.vertex_colors is not None:
         colours = np.ascontiguousarray(srgb_to_linear(mesh.vertex_colors), np.float32)  # glTF: COLOR_0 is linear
         attributes["COLOR_0"] = add_accessor(colours, FLOAT, "VEC3", ARRAY)
@@ -151,16 +161,18 @@ def obj_text(mesh: TexturedMesh, mtl_name: str = "mesh.mtl") -> str:
     return "".join(parts)
 
 
-def mtl_text(texture_name: str = "texture.png", pbr: bool = False) -> str:
+def mtl_text(texture_name: str = "texture.png", pbr: bool = False, specular: bool = False) -> str:
+    roughness, metallic, specular_map = PBR_MAP_FILES
+    ks = ("Ks 1.000 1.000 1.000\nd 1.0\nillum 2\n" f"map_Ks {specular_map}\n" if specular
+          else "Ks 0.000 0.000 0.000\nd 1.0\nillum 1\n")
     text = ("# written by meshforge\nnewmtl meshforge\nKa 1.000 1.000 1.000\nKd 1.000 1.000 1.000\n"
-            "Ks 0.000 0.000 0.000\nd 1.0\nillum 1\n" f"map_Kd {texture_name}\n")
-    roughness, metallic = PBR_MAP_FILES
+            f"{ks}map_Kd {texture_name}\n")
     return text + (f"Pr 1.0\nPm 1.0\nmap_Pr {roughness}\nmap_Pm {metallic}\n" if pbr else "")
 
 
 def write_mesh_files(mesh: TexturedMesh, folder: str | Path, stem: str = "mesh") -> dict[str, Path]:
     """Write ``stem``.glb, ``stem``.obj, ``stem``.mtl and texture.png into ``folder`` (and
-    roughness.png and metallic.png for a mesh with PBR maps).
+    roughness.png, metallic.png and, with a specular map, specular.png for a mesh with PBR maps).
 
     A mesh with vertex colours and no texture gets a 1×1 white texture.png so the bundle's
     layout never changes. Returns the written paths by kind.
@@ -177,13 +189,15 @@ def write_mesh_files(mesh: TexturedMesh, folder: str | Path, stem: str = "mesh")
         png_job = pool.submit(encode_png, texture)  # zlib releases the GIL: overlap with the OBJ text
         paths["obj"].write_text(obj_text(mesh, f"{stem}.mtl"))
         pbr = mesh.metallic_roughness is not None
-        paths["mtl"].write_text(mtl_text("texture.png", pbr=pbr))
+        paths["mtl"].write_text(mtl_text("texture.png", pbr=pbr, specular=mesh.specular is not None))
         png = png_job.result()
     paths["texture"].write_bytes(png)
     if pbr:
-        for channel, name in enumerate(PBR_MAP_FILES):
-            kind = Path(name).stem
-            paths[kind] = folder / name
-            paths[kind].write_bytes(encode_png(np.ascontiguousarray(mesh.metallic_roughness[..., channel])))
+        maps = [mesh.metallic_roughness[..., 0], mesh.metallic_roughness[..., 1], mesh.specular]
+        for name, image in zip(PBR_MAP_FILES, maps):
+            if image is not None:
+                kind = Path(name).stem
+                paths[kind] = folder / name
+                paths[kind].write_bytes(encode_png(np.ascontiguousarray(image)))
     paths["glb"].write_bytes(glb_bytes(mesh, png if mesh.is_textured else None))
     return paths

@@ -29,6 +29,9 @@ class TexturedMesh:
             None. None (the usual case) means ``texture`` is the colour the cameras saw, lighting
             included, and files get an unlit material; with it, ``texture`` is the base colour
             (albedo) of a PBR material to be lit by the viewer.
+        specular: (Ht, Wt) uint8 share of the specular reflection a PBR material reflects
+            (glTF's ``KHR_materials_specular``; 255 = all of it), or None (all of it); only
+            with ``metallic_roughness``.
         metadata: JSON-serialisable notes carried into the files (glTF ``asset.extras``, OBJ
             comments), e.g. that a mesh comes from random test weights.
     """
@@ -41,6 +44,7 @@ class TexturedMesh:
     base_color: np.ndarray = field(default_factory=lambda: np.ones(3, np.float32))
     metadata: dict = field(default_factory=dict)
     metallic_roughness: np.ndarray | None = None
+    specular: np.ndarray | None = None
 
     def __post_init__(self):
         self.vertices = np.ascontiguousarray(self.vertices, dtype=np.float32).reshape(-1, 3)
@@ -62,6 +66,10 @@ class TexturedMesh:
             self.metallic_roughness = np.ascontiguousarray(self.metallic_roughness, dtype=np.uint8)
             if self.texture is None or self.metallic_roughness.shape != (*self.texture.shape[:2], 2):
                 raise ValueError("metallic_roughness must be (H, W, 2) in the texture's layout")
+        if self.specular is not None:
+            self.specular = np.ascontiguousarray(self.specular, dtype=np.uint8)
+            if self.metallic_roughness is None or self.specular.shape != self.texture.shape[:2]:
+                raise ValueError("specular must be (H, W) in the texture's layout, beside metallic_roughness")
         self.base_color = np.asarray(self.base_color, dtype=np.float32).reshape(3)
         if len(self.faces) and (self.faces.min() < 0 or self.faces.max() >= len(self.vertices)):
             raise ValueError("faces index vertices that do not exist")

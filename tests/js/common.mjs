@@ -111,6 +111,8 @@ function materialSummary(material) {
 		type: material.type, name: material.name, side: material.side, vertexColors: material.vertexColors,
 		transparent: material.transparent, opacity: material.opacity,
 		color: material.color ? material.color.toArray() : null, map: textureSummary(material.map),
+		specularIntensity: material.specularIntensity ?? null,
+		specularIntensityMap: textureSummary(material.specularIntensityMap),
 	};
 }
 
