@@ -226,11 +226,12 @@ class EnvironmentLight(torch.nn.Module):
         return ShadingPoints(nv, [CubeLookup(s, reflected) for s in self.sizes], CubeLookup(self.sizes[-1], normal))
 
     def shade(self, points: "ShadingPoints", base_colour: torch.Tensor, roughness: torch.Tensor,
-              metallic: torch.Tensor) -> torch.Tensor:
+              metallic: torch.Tensor, specular: torch.Tensor | float = 1.0) -> torch.Tensor:
         """Linear radiance (N, 3) of ``points`` with linear ``base_colour`` (N, 3), ``roughness``
-        and ``metallic`` (N, 1)."""
+        and ``metallic`` (N, 1), and the share of the specular term they reflect (N, 1; the
+        paper's 1 − occlusion)."""
         levels = self.mips()
-        specular = [(f @ m.reshape(-1, 3)).reshape(m.shape) for f, m in zip(self.filters, levels)]
+        prefiltered = [(f @ m.reshape(-1, 3)).reshape(m.shape) for f, m in zip(self.filters, levels)]
         diffuse = (self.diffuse_filter @ levels[-1].reshape(-1, 3)).reshape(levels[-1].shape)
         # the mip for a roughness: linear in roughness up to MAX_ROUGHNESS, then to the last mip at 1
         n = len(levels)
@@ -238,15 +239,15 @@ class EnvironmentLight(torch.nn.Module):
         level = torch.where(r < MAX_ROUGHNESS, (r - MIN_ROUGHNESS) / (MAX_ROUGHNESS - MIN_ROUGHNESS) * (n - 2),
                             (n - 2) + (r - MAX_ROUGHNESS) / (1 - MAX_ROUGHNESS)).clamp(0, n - 1)
         env = 0
-        for i, (cube, lookup) in enumerate(zip(specular, points.specular)):
+        for i, (cube, lookup) in enumerate(zip(prefiltered, points.specular)):
             env = env + lookup(cube) * (1 - (level - i).abs()).clamp(min=0)
         size = self.table.shape[0]
         u = (points.nv * size - 0.5).clamp(0, size - 1)
         v = (r * size - 0.5).clamp(0, size - 1)
         scale_bias = _bilinear(self.table, v[:, 0], u[:, 0])
         f0 = DIELECTRIC_F0 * (1 - metallic) + base_colour * metallic
-        return base_colour * (1 - metallic) * points.diffuse(diffuse) + env * (f0 * scale_bias[:, :1]
-                                                                               + scale_bias[:, 1:])
+        return (base_colour * (1 - metallic) * points.diffuse(diffuse)
+                + specular * env * (f0 * scale_bias[:, :1] + scale_bias[:, 1:]))
 
     def white_balance(self) -> torch.Tensor:
         """Mean |rgb − grey| of the cube: the paper's prior towards white light."""
