@@ -73,9 +73,9 @@ class CubeLookup:
     """Bilinear lookups of a res² cube map in fixed directions (N, 3), as a sparse (N, 6R²) matrix.
 
     Pass 2 shades the same pixels in the same directions every iteration. As a gather, the
-    backward pass would add millions of pixel gradients into a few hundred texels one atomic
-    addition at a time; as a sparse product it is a second sparse product, with the transposed
-    matrix held beside the first, that sums each texel's row."""
+    backward pass adds millions of pixel gradients into a few hundred texels with atomic
+    additions; as a sparse product it is a second sparse product, with the transposed matrix
+    held beside the first, that sums each texel's row."""
 
     def __init__(self, res: int, dirs: torch.Tensor):
         index, weight = cube_taps(res, dirs)
