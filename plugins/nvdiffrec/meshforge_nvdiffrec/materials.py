@@ -69,8 +69,9 @@ class BakedColour(torch.nn.Module):
 
 class PbrMaterial(torch.nn.Module):
     """Linear base colour (1, H, W, 3), roughness and metallic (1, H, W, 2), specular share
-    (1, H, W, 1) and an environment light; shaded per covered pixel with smooth vertex normals. Each pixel's normal, view
-    direction and light lookups are computed once (:meth:`.lighting.EnvironmentLight.points`)."""
+    (1, H, W, 1) and an environment light; shaded per covered pixel with smooth vertex normals.
+    Each pixel's normal, view direction and light lookups are computed once
+    (:meth:`.lighting.EnvironmentLight.points`)."""
 
     def __init__(self, texture: torch.Tensor, gbuffer: GBuffer, vertices: torch.Tensor, faces: torch.Tensor,
                  eyes: torch.Tensor, light_resolution: int):
@@ -78,7 +79,8 @@ class PbrMaterial(torch.nn.Module):
         self.base_colour = torch.nn.Parameter(srgb_to_linear(texture))
         start = torch.tensor([START_ROUGHNESS, START_METALLIC], device=texture.device)
         self.roughness_metallic = torch.nn.Parameter(start.expand(*texture.shape[:3], 2).clone())
-        self.specular = torch.nn.Parameter(torch.full((*texture.shape[:3], 1), START_SPECULAR, device=texture.device))
+        self.specular = torch.nn.Parameter(torch.full((*texture.shape[:3], 1), START_SPECULAR,
+                                                      device=texture.device))
         self.light = EnvironmentLight(light_resolution, device=texture.device)
         self.gbuffer = gbuffer
         normal = torch.nn.functional.normalize(gbuffer.attribute(_welded_normals(vertices, faces)), dim=-1)
