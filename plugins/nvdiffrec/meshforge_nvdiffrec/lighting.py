@@ -15,6 +15,7 @@ computed once for pass 2's fixed mesh, as sparse matrices (:class:`CubeLookup`).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -94,8 +95,6 @@ class CubeLookup:
 
 
 def _csr(starts, columns, values, size) -> torch.Tensor:
-    import warnings
-
     with warnings.catch_warnings():  # "sparse CSR support is in beta": the product used here is stable
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(starts.int(), columns.int(), values.detach(), size=size,
