@@ -23,7 +23,7 @@ class GBuffer:
 
     def __init__(self, backend, vertices: torch.Tensor, faces: torch.Tensor, uv: torch.Tensor,
                  clip: torch.Tensor, res: int):
-        self.backend, self.faces, self.clip = backend, faces, clip
+        self.backend, self.vertices, self.faces, self.clip = backend, vertices, faces, clip
         with torch.no_grad():
             self.rast = backend.rasterize(clip, faces, (res, res))
         self.shape = tuple(self.rast.shape[:3])

@@ -73,8 +73,7 @@ class PbrMaterial(torch.nn.Module):
     Each pixel's normal, view direction and light lookups are computed once
     (:meth:`.lighting.EnvironmentLight.points`)."""
 
-    def __init__(self, texture: torch.Tensor, gbuffer: GBuffer, vertices: torch.Tensor, faces: torch.Tensor,
-                 eyes: torch.Tensor, light_resolution: int):
+    def __init__(self, texture: torch.Tensor, gbuffer: GBuffer, eyes: torch.Tensor, light_resolution: int):
         super().__init__()
         self.base_colour = torch.nn.Parameter(srgb_to_linear(texture))
         start = torch.tensor([START_ROUGHNESS, START_METALLIC], device=texture.device)
@@ -83,8 +82,9 @@ class PbrMaterial(torch.nn.Module):
                                                       device=texture.device))
         self.light = EnvironmentLight(light_resolution, device=texture.device)
         self.gbuffer = gbuffer
-        normal = torch.nn.functional.normalize(gbuffer.attribute(_welded_normals(vertices, faces)), dim=-1)
-        to_eye = torch.nn.functional.normalize(eyes[gbuffer.view] - gbuffer.attribute(vertices), dim=-1)
+        normals = _welded_normals(gbuffer.vertices, gbuffer.faces)
+        normal = torch.nn.functional.normalize(gbuffer.attribute(normals), dim=-1)
+        to_eye = torch.nn.functional.normalize(eyes[gbuffer.view] - gbuffer.attribute(gbuffer.vertices), dim=-1)
         self.points = self.light.points(normal, to_eye)
 
     def colour(self) -> torch.Tensor:

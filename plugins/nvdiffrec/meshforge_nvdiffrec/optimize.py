@@ -381,12 +381,12 @@ def pass2(vertices: np.ndarray, faces: np.ndarray, cell: float, hull, capture: C
     start = torch.as_tensor(mesh.texture, dtype=torch.float32, device=device)[None] / 255.0
     gbuffer = GBuffer(backend, verts, tri, uv, _clip(verts, views), views.res)
     if options["appearance"] == "pbr":
-        material = PbrMaterial(start, gbuffer, verts, tri, views.eyes, options["light_resolution"])
+        material = PbrMaterial(start, gbuffer, views.eyes, options["light_resolution"])
     else:
         material = BakedColour(start, gbuffer)
     opt = torch.optim.Adam(material.parameters(), lr=options["lr_texture_pass2"])
     weight = _interior(views.masks, max(1, views.res // 512)) * gbuffer.image(
-        _facing(gbuffer, verts, tri, views.eyes, options["texture_view_weight"]))
+        _facing(gbuffer, views.eyes, options["texture_view_weight"]))
     iterations = options["iterations_pass2"]
     texture_progress = progress.slice(0.4, 1.0)
     loop_start = time.monotonic()
@@ -416,8 +416,7 @@ def pass2(vertices: np.ndarray, faces: np.ndarray, cell: float, hull, capture: C
     return mesh
 
 
-def _facing(gbuffer: GBuffer, verts: torch.Tensor, faces: torch.Tensor, eyes: torch.Tensor,
-            power: float) -> torch.Tensor:
+def _facing(gbuffer: GBuffer, eyes: torch.Tensor, power: float) -> torch.Tensor:
     """Per covered pixel (N, 1), the cosine between its face's normal and the ray to its camera,
     raised to ``power`` (1.0 everywhere for power 0).
 
@@ -426,8 +425,8 @@ def _facing(gbuffer: GBuffer, verts: torch.Tensor, faces: torch.Tensor, eyes: to
     weights such pixels smear texels that a frontal view sees sharply (bob's held-out PSNR then
     swung by 3 dB with the seed of pass 1)."""
     if power == 0:
-        return torch.ones(len(gbuffer), 1, device=verts.device)
-    tri = verts[faces.long()[gbuffer.face]]  # (N, 3, 3)
+        return torch.ones(len(gbuffer), 1, device=eyes.device)
+    tri = gbuffer.vertices[gbuffer.faces.long()[gbuffer.face]]  # (N, 3, 3)
     normal = torch.nn.functional.normalize(torch.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=1), dim=1)
     to_eye = torch.nn.functional.normalize(eyes[gbuffer.view] - tri.mean(dim=1), dim=1)
     return (to_eye * normal).sum(dim=1, keepdim=True).clamp(min=0) ** power

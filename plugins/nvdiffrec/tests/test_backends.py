@@ -108,7 +108,7 @@ def _pbr_colour(backend, spot, cams, device):
     faces = torch.as_tensor(spot.faces, dtype=torch.int32, device=device)
     vertices = torch.as_tensor(spot.vertices, device=device)
     gbuffer = GBuffer(backend, vertices, faces, uv, _clip(spot, cams, device), 256)
-    material = PbrMaterial(texture, gbuffer, vertices, faces, eyes, 8)
+    material = PbrMaterial(texture, gbuffer, eyes, 8)
     with torch.no_grad():
         material.light.base.copy_(torch.rand(6, 8, 8, 3, generator=torch.Generator().manual_seed(0)).to(device))
         material.roughness_metallic[..., 1] = 0.5

@@ -341,8 +341,8 @@ def test_pass2_weighs_each_pixel_by_how_squarely_its_view_sees_the_surface(tiny)
     faces = torch.as_tensor(mesh.faces, dtype=torch.int32)
     gbuffer = GBuffer(backend, verts, faces, torch.zeros(len(verts), 2), _clip(verts, views), res)
 
-    assert torch.equal(_facing(gbuffer, verts, faces, views.eyes, 0.0), torch.ones(len(gbuffer), 1))
-    weight = gbuffer.image(_facing(gbuffer, verts, faces, views.eyes, 2.0))[..., 0].numpy()
+    assert torch.equal(_facing(gbuffer, views.eyes, 0.0), torch.ones(len(gbuffer), 1))
+    weight = gbuffer.image(_facing(gbuffer, views.eyes, 2.0))[..., 0].numpy()
     assert weight.shape == (len(capture.views), res, res) and 0.0 <= weight.min() and weight.max() <= 1.0
     for k, view in enumerate(capture.views.values()):
         cam = view.camera.scaled(res)
@@ -432,7 +432,7 @@ def test_pbr_light_and_material_are_learned_through_the_renderer(tiny):
     covered = gbuffer.covered
 
     def material():
-        return PbrMaterial(start, gbuffer, verts, faces, views.eyes, light_resolution=4)
+        return PbrMaterial(start, gbuffer, views.eyes, light_resolution=4)
 
     truth = material()
     up = torch.as_tensor(cube_directions(4)[0][..., 1])  # each texel's direction's height (+Y is up)
