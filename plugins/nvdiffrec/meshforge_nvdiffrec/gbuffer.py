@@ -18,6 +18,17 @@ import torch
 LOOKUP_WIDTH = 1024
 
 
+def texture_at(backend, texture: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """Bilinear lookup of ``texture`` (1, Ht, Wt, C) at ``coords`` (N, 2) -> (N, C).
+
+    A list of pixels rather than whole frames: a frame's uncovered pixels all look up one
+    texel, and the backward pass would add their (zero) gradients there one atomic at a time."""
+    n = len(coords)
+    rows = max(1, math.ceil(n / LOOKUP_WIDTH))
+    grid = torch.cat([coords, coords.new_zeros(rows * LOOKUP_WIDTH - n, 2)]).reshape(1, rows, LOOKUP_WIDTH, 2)
+    return backend.texture(texture, grid).reshape(-1, texture.shape[-1])[:n]
+
+
 class GBuffer:
     """Covered pixels of a fixed mesh in ``B`` views of ``res``² (``N`` of them, view-major)."""
 
@@ -31,12 +42,7 @@ class GBuffer:
         self.pixels = torch.nonzero(self.covered.reshape(-1), as_tuple=True)[0]  # (N,) into B·H·W
         self.view = self.pixels // (res * res)  # (N,) which view
         self.face = self.rast[..., 3].reshape(-1)[self.pixels].long() - 1  # (N,) face seen
-        coords = self.attribute(uv)
-        n = len(self.pixels)
-        rows = max(1, math.ceil(n / LOOKUP_WIDTH))
-        grid = torch.zeros(rows * LOOKUP_WIDTH, 2, dtype=coords.dtype, device=coords.device)
-        grid[:n] = coords
-        self._lookup_grid = grid.reshape(1, rows, LOOKUP_WIDTH, 2)
+        self.coords = self.attribute(uv)  # (N, 2) texture coordinates
 
     def __len__(self) -> int:
         return len(self.pixels)
@@ -49,8 +55,7 @@ class GBuffer:
 
     def lookup(self, texture: torch.Tensor) -> torch.Tensor:
         """Bilinear lookup of ``texture`` (1, Ht, Wt, C) at the covered pixels -> (N, C)."""
-        found = self.backend.texture(texture, self._lookup_grid)
-        return found.reshape(-1, texture.shape[-1])[:len(self)]
+        return texture_at(self.backend, texture, self.coords)
 
     def image(self, values: torch.Tensor) -> torch.Tensor:
         """(N, C) values of the covered pixels -> (B, H, W, C) images, 0 elsewhere."""

@@ -18,7 +18,9 @@ views; the texture is then optimised directly at ``render_res`` against all six 
 the pixels inside their silhouettes (edge pixels mix in the background), each weighted by
 how squarely its view sees the surface (:func:`_facing`). The mesh no longer moves then, so
 the views are rasterised once (:class:`.gbuffer.GBuffer`) and each iteration shades only
-their covered pixels. Pass 2's learning rates decay to 2 %.
+their covered pixels. Optionally (``iterations_joint``) vertices and texture then move
+together under the colour loss, as in the paper (:func:`fit_jointly`). Pass 2's learning
+rates decay to 2 %.
 
 Failures: NaN/inf, or a pass-1 loss 100× above its start → MODEL_DID_NOT_CONVERGE with the loss
 curve; a pass-1 result that covers less than half of the views' silhouettes →
@@ -42,7 +44,7 @@ from meshforge.mesh import TexturedMesh
 from .backends import make_backend, projection
 from .dmtet import TetGrid, laplacian_energy, marching_tets, sdf_regularizer, unique_edges
 from .fields import ColourGrid
-from .gbuffer import GBuffer
+from .gbuffer import GBuffer, texture_at
 from .materials import BakedColour, PbrMaterial
 
 
@@ -267,10 +269,11 @@ def _near_far(capture: Capture, extent: float) -> tuple[float, float]:
 LR_FINAL_FRACTION = 0.02
 
 
-def _decay(optimizer, base_lr: float, it: int, iterations: int) -> None:
-    lr = base_lr * LR_FINAL_FRACTION ** (it / max(iterations - 1, 1))
+def _decay(optimizer, it: int, iterations: int) -> None:
+    """Each parameter group's learning rate, from the one it was created with down to 2 %."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group.setdefault("start_lr", group["lr"])
+        group["lr"] = group["start_lr"] * LR_FINAL_FRACTION ** (it / max(iterations - 1, 1))
 
 
 def depth_loss(depth, covered, views: Views, beta, unit: float, outlier: float = math.inf) -> torch.Tensor:
@@ -282,6 +285,29 @@ def depth_loss(depth, covered, views: Views, beta, unit: float, outlier: float =
     valid = ((views.depths > 0) & (covered > 0) & (err < outlier)).float()
     huber = torch.where(err < beta, 0.5 * err ** 2 / beta, err - 0.5 * beta)
     return (huber * valid).sum() / (unit * valid.sum().clamp(min=1))
+
+
+def _depth_beta(capture: Capture, cell: float, device) -> torch.Tensor:
+    """Per view (B, 1, 1, 1), where the depth loss turns from quadratic to linear: a tenth of a
+    cell or one depth level, whichever is larger."""
+    steps = [max(0.1 * cell, float(v.depth_step)) for v in capture.views.values()]
+    return torch.as_tensor(steps, dtype=torch.float32, device=device).view(-1, 1, 1, 1)
+
+
+def _held(cover, depth, covered, offset, faces, views: Views, beta, cell: float, options: dict):
+    """What holds pass 2's moving vertices: coverage against the silhouettes, depth (outliers
+    beyond two cells left out, see :func:`fit_vertices`) and the Laplacian of the offsets.
+    Returns the weighted sum, and the coverage and depth terms for the loss curve."""
+    loss_mask = (cover - views.masks).abs().mean()
+    loss_depth = depth_loss(depth, covered, views, beta, cell, outlier=2 * cell)
+    total = (options["mask_weight"] * loss_mask + options["depth_weight"] * loss_depth
+             + options["laplacian_weight_vertices"] * laplacian_energy(offset, faces))
+    return total, loss_mask, loss_depth
+
+
+def _moves(offset: torch.Tensor) -> dict:
+    moved = offset.detach().norm(dim=1).cpu().numpy()  # in cells
+    return {"mean_move_cells": round(float(moved.mean()), 4), "max_move_cells": round(float(moved.max(initial=0)), 4)}
 
 
 def fit_vertices(vertices: np.ndarray, faces: np.ndarray, cell: float, capture: Capture, views: Views,
@@ -298,8 +324,7 @@ def fit_vertices(vertices: np.ndarray, faces: np.ndarray, cell: float, capture: 
     iterations = options["iterations_vertices"]
     start = torch.as_tensor(vertices, device=device)
     tri = torch.as_tensor(faces, dtype=torch.int32, device=device)
-    steps = [max(0.1 * cell, float(v.depth_step)) for v in capture.views.values()]
-    beta = torch.as_tensor(steps, dtype=torch.float32, device=device).view(-1, 1, 1, 1)
+    beta = _depth_beta(capture, cell, device)
     offset = torch.nn.Parameter(torch.zeros_like(start))  # in cells
     opt = torch.optim.Adam([offset], lr=options["lr_vertices"])
 
@@ -307,12 +332,9 @@ def fit_vertices(vertices: np.ndarray, faces: np.ndarray, cell: float, capture: 
     for it in range(iterations):
         if _out_of_time(run, progress, "pass 2: vertices", it, iterations, deadline, "pass 2", "vertex iterations"):
             break
-        _decay(opt, options["lr_vertices"], it, iterations)
+        _decay(opt, it, iterations)
         _, cover, depth, covered = render_views(backend, start + cell * offset, tri, views, _no_colour, 0.0)
-        loss_mask = (cover - views.masks).abs().mean()
-        loss_depth = depth_loss(depth, covered, views, beta, cell, outlier=2 * cell)
-        loss = (options["mask_weight"] * loss_mask + options["depth_weight"] * loss_depth
-                + options["laplacian_weight_vertices"] * laplacian_energy(offset, tri))
+        loss, loss_mask, loss_depth = _held(cover, depth, covered, offset, tri, views, beta, cell, options)
         if it % 10 == 0 or it == iterations - 1:
             _check(loss, run, f"pass 2, vertex iteration {it}")
             run.curve.append({"pass": 2, "stage": "vertices", "it": it, "loss": round(loss.item(), 6),
@@ -321,10 +343,7 @@ def fit_vertices(vertices: np.ndarray, faces: np.ndarray, cell: float, capture: 
         loss.backward()
         opt.step()
         done = it + 1
-    moved = offset.detach().norm(dim=1).cpu().numpy()  # in cells
-    run.stats.setdefault("pass2", {})["vertices"] = {"iterations": done,
-                                                   "mean_move_cells": round(float(moved.mean()), 4),
-                                                   "max_move_cells": round(float(moved.max(initial=0)), 4)}
+    run.stats.setdefault("pass2", {})["vertices"] = {"iterations": done, **_moves(offset)}
     return (start + cell * offset).detach().cpu().numpy()
 
 
@@ -388,13 +407,13 @@ def pass2(vertices: np.ndarray, faces: np.ndarray, cell: float, hull, capture: C
     weight = _interior(views.masks, max(1, views.res // 512)) * gbuffer.image(
         _facing(gbuffer, views.eyes, options["texture_view_weight"]))
     iterations = options["iterations_pass2"]
-    texture_progress = progress.slice(0.4, 1.0)
+    texture_progress = progress.slice(0.4, 0.9 if options["iterations_joint"] else 1.0)
     loop_start = time.monotonic()
     done = 0
     for it in range(iterations):
         if _out_of_time(run, texture_progress, "pass 2: texture", it, iterations, deadline, "pass 2", "iterations"):
             break
-        _decay(opt, options["lr_texture_pass2"], it, iterations)
+        _decay(opt, it, iterations)
         error = (gbuffer.composite(material.colour()) - views.images) * weight
         loss = error.abs().sum() / (3 * weight.sum()).clamp(min=1) + material.regulariser()
         if it % 10 == 0 or it == iterations - 1:
@@ -411,9 +430,67 @@ def pass2(vertices: np.ndarray, faces: np.ndarray, cell: float, hull, capture: C
             run.curve.append({"pass": 2, "stage": "texture", "it": it, "loss": round(loss.item(), 6)})
     stats["texture_iterations"] = done
     stats["texture_ms_per_iteration"] = round(1000 * (time.monotonic() - loop_start) / max(done, 1), 1)
+    if options["iterations_joint"] and isinstance(material, BakedColour):
+        mesh.vertices = fit_jointly(mesh, material, uv, cell, capture, views, weight, options, device,
+                                    backend, progress.slice(0.9, 1.0), run, deadline)
+    elif options["iterations_joint"]:
+        stats["joint"] = {"iterations": 0, "skipped": "appearance pbr: its lookups are precomputed on the fixed mesh"}
     run.files, material_stats = material.finish(mesh)
     stats["appearance"] = {"mode": options["appearance"], **material_stats}
     return mesh
+
+
+def fit_jointly(mesh: TexturedMesh, material: BakedColour, uv: torch.Tensor, cell: float, capture: Capture,
+                views: Views, weight: torch.Tensor, options: dict, device, backend, progress, run: Run,
+                deadline: float) -> np.ndarray:
+    """The paper's second pass proper: vertices and texture together under the colour loss.
+
+    The vertex stage places the surface as well as coverage and depth can (0.02 % of the
+    object's size at the 90th percentile on the H200), and the texture stage then fits each
+    view's texels to that surface; what is left off shows as parallax: one view's texels seen
+    from another land beside their place. Here colour moves the vertices too, through the
+    rasteriser's barycentrics (and, on nvdiffrast, anti-aliased silhouettes), still held by
+    coverage, depth and the Laplacian of the offsets, while the texture keeps learning. The
+    view atlas splits vertices along its seams, so the offsets live on the welded vertices and
+    the surface stays closed. Returns the mesh's (split) vertices."""
+    iterations = options["iterations_joint"]
+    welded, index = np.unique(mesh.vertices, axis=0, return_inverse=True)
+    index = torch.as_tensor(index.reshape(-1), device=device)
+    tri = torch.as_tensor(mesh.faces, dtype=torch.int32, device=device)
+    welded_tri = index[tri.long()].int()
+    start = torch.as_tensor(welded, dtype=torch.float32, device=device)
+    beta = _depth_beta(capture, cell, device)
+    offset = torch.nn.Parameter(torch.zeros_like(start))  # in cells
+    opt = torch.optim.Adam([{"params": [offset], "lr": options["lr_joint"]},
+                            {"params": [material.texture], "lr": options["lr_texture_pass2"]}])
+
+    def colour(rast, clip):  # the texture at the covered pixels (see texture_at), black elsewhere
+        pixels = torch.nonzero(rast[..., 3].reshape(-1) > 0, as_tuple=True)[0]
+        coords = backend.interpolate(uv, rast, tri).reshape(-1, 2)[pixels]
+        out = torch.zeros(math.prod(rast.shape[:3]), 3, device=rast.device)
+        return out.index_put((pixels,), texture_at(backend, material.texture, coords)).reshape(*rast.shape[:3], 3)
+
+    done = 0
+    for it in range(iterations):
+        if _out_of_time(run, progress, "pass 2: vertices and texture", it, iterations, deadline, "pass 2",
+                        "joint iterations"):
+            break
+        _decay(opt, it, iterations)
+        image, cover, depth, covered = render_views(backend, (start + cell * offset)[index], tri, views, colour, 0.0)
+        loss_colour = ((image - views.images) * weight).abs().sum() / (3 * weight.sum()).clamp(min=1)
+        held, _, loss_depth = _held(cover, depth, covered, offset, welded_tri, views, beta, cell, options)
+        loss = loss_colour + held
+        if it % 10 == 0 or it == iterations - 1:
+            _check(loss, run, f"pass 2, joint iteration {it}")
+            run.curve.append({"pass": 2, "stage": "joint", "it": it, "loss": round(loss.item(), 6),
+                              "colour": round(loss_colour.item(), 6), "depth": round(loss_depth.item(), 6)})
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        material.clamp_()
+        done = it + 1
+    run.stats.setdefault("pass2", {})["joint"] = {"iterations": done, **_moves(offset)}
+    return (start + cell * offset)[index].detach().cpu().numpy()
 
 
 def _facing(gbuffer: GBuffer, eyes: torch.Tensor, power: float) -> torch.Tensor:

@@ -21,6 +21,10 @@ OPTIONS = (
     Option("iterations_pass2", "int", 300, "pass-2 texture iterations (the mesh fixed)", minimum=0, maximum=20000),
     Option("iterations_vertices", "int", 200, "pass-2 vertex iterations before texturing (silhouettes, depth); 0: "
            "keep pass 1's surface", minimum=0, maximum=20000),
+    Option("iterations_joint", "int", 0, "pass-2 iterations moving vertices and texture together under the colour "
+           "loss, after the texture stage (baked appearance)", minimum=0, maximum=20000),
+    Option("lr_joint", "float", 0.05, "Adam learning rate of the joint iterations' vertex offsets, in grid cells "
+           "(decays to 2 %; the texture's is lr_texture_pass2)", minimum=1e-6, maximum=1e6),
     Option("vertex_pass", "str", "auto", "pass 2 moves the vertices onto the depth (refinement onto the depth hull, "
            "then iterations_vertices of fitting): auto = only when the capture's depth is metric, not estimated",
            choices=("auto", "on", "off")),
