@@ -73,12 +73,10 @@ class Option:
                 raise InvalidOptions(where=where, reason=f"expected a finite number, got {value!r}")
             if self.minimum is not None and number < self.minimum or self.maximum is not None and number > self.maximum:
                 raise InvalidOptions(where=where, reason=f"{number} is outside [{self.minimum}, {self.maximum}]")
-            if self.choices and number not in self.choices:
-                raise InvalidOptions(where=where, reason=f"{number} is not one of {', '.join(map(str, self.choices))}")
-            return number
-        if not isinstance(value, str):
+            value = number
+        elif not isinstance(value, str):
             raise InvalidOptions(where=where, reason=f"expected a string, got {value!r}")
-        if self.choices and value not in self.choices:
+        if self.choices and value not in self.choices:  # numbers' repr is their plain text
             raise InvalidOptions(where=where, reason=f"{value!r} is not one of {', '.join(map(repr, self.choices))}")
         return value
 
