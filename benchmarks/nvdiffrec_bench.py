@@ -8,6 +8,8 @@ end per model: load_capture → reconstruct → write GLB/OBJ; nvdiffrec's first
 for compiling nvdiffrast and is reported separately. Run on the GPU machine (see benchmarks/README.md).
 
     python benchmarks/nvdiffrec_bench.py --meshes spot,bob --data .device-data/meshes --out result.json
+
+Smaller captures (``--sizes``) let the CPU path compare variants, slowly (RESULTS.md has one).
 """
 
 from __future__ import annotations
@@ -199,6 +201,8 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/nvdiffrec-bench")
     ap.add_argument("--options", default="{}", help="nvdiffrec options as JSON")
     ap.add_argument("--label", default="default")
+    ap.add_argument("--sizes", default="2048,1024,512", help="captures' view, depth and held-out view sizes (smaller "
+                    "ones for the CPU path, with MESHFORGE_NVDIFFREC_ALLOW_CPU=1 and a --work of their own)")
     ap.add_argument("--skip-fusion", action="store_true")
     ap.add_argument("--skip-nvdiffrec", action="store_true", help="fusion only (runs on a CPU machine)")
     ap.add_argument("--pin-texture-start", help="a file: every run's texture stage starts from the mesh saved "
@@ -213,6 +217,7 @@ def main() -> None:
     from meshforge.mesh import load_parts
 
     options = json.loads(args.options)
+    rgb_size, depth_size, heldout_size = (int(x) for x in args.sizes.split(","))
     if args.pin_texture_start:
         pin_texture_start(Path(args.pin_texture_start))
     rows = []
@@ -220,7 +225,8 @@ def main() -> None:
         work = Path(args.work) / name
         capture = work / "capture.zip"
         if not capture.exists():
-            meshforge.render_capture(Path(args.data) / MESHES[name], capture, heldout=8, heldout_dir=work / "heldout",
+            meshforge.render_capture(Path(args.data) / MESHES[name], capture, rgb_size=rgb_size, depth_size=depth_size,
+                                     heldout=8, heldout_dir=work / "heldout", heldout_size=heldout_size,
                                      ground_truth=work / "gt.glb")
         gt = load_parts(work / "gt.glb")
         if args.texture_on == "ground-truth":
