@@ -430,11 +430,15 @@ def pass2(vertices: np.ndarray, faces: np.ndarray, cell: float, hull, capture: C
             run.curve.append({"pass": 2, "stage": "texture", "it": it, "loss": round(loss.item(), 6)})
     stats["texture_iterations"] = done
     stats["texture_ms_per_iteration"] = round(1000 * (time.monotonic() - loop_start) / max(done, 1), 1)
-    if options["iterations_joint"] and isinstance(material, BakedColour):
-        mesh.vertices = fit_jointly(mesh, material, uv, cell, capture, views, weight, options, device,
-                                    backend, progress.slice(0.9, 1.0), run, deadline)
-    elif options["iterations_joint"]:
-        stats["joint"] = {"iterations": 0, "skipped": "appearance pbr: its lookups are precomputed on the fixed mesh"}
+    if options["iterations_joint"]:
+        skipped = ("appearance pbr: its lookups are precomputed on the fixed mesh"
+                   if not isinstance(material, BakedColour) else
+                   None if vertex_pass_wanted(capture, options) else "the vertices stay put (vertex_pass)")
+        if skipped:
+            stats["joint"] = {"iterations": 0, "skipped": skipped}
+        else:
+            mesh.vertices = fit_jointly(mesh, material, uv, cell, capture, views, weight, options, device,
+                                        backend, progress.slice(0.9, 1.0), run, deadline)
     run.files, material_stats = material.finish(mesh)
     stats["appearance"] = {"mode": options["appearance"], **material_stats}
     return mesh

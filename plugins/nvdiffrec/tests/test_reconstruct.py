@@ -365,7 +365,7 @@ def test_pbr_appearance_learns_material_and_light_and_exports_them(tiny, manager
     with little specular whose base colour is the albedo; the light is written as a Radiance
     file beside the mesh."""
     out = tmp_path / "job"
-    options = {**TINY, "appearance": "pbr", "light_resolution": 8}
+    options = {**TINY, "appearance": "pbr", "light_resolution": 8, "iterations_joint": 10}
     report = run(tiny.capture, "nvdiffrec", out, {"nvdiffrec": options}, manager=manager)
     outcome = report["models"]["nvdiffrec"]
     assert outcome["status"] == "succeeded", outcome["error"]
@@ -379,6 +379,7 @@ def test_pbr_appearance_learns_material_and_light_and_exports_them(tiny, manager
     assert appearance["mode"] == "pbr" and 0.7 < light.mean() < 1.3 and np.ptp(light) < 0.1, appearance
     assert appearance["metallic_mean"] < 0.1 and appearance["roughness_mean"] > 0.5, appearance
     assert appearance["specular_mean"] < 0.2, appearance
+    assert outcome["estimates"]["pass2"]["joint"]["skipped"].startswith("appearance pbr"), outcome["estimates"]
     texture_curve = [c for c in outcome["diagnostics"]["loss_curve"] if c.get("stage") == "texture"]
     assert texture_curve[-1]["loss"] < texture_curve[0]["loss"], texture_curve
     # the fit under the learned light, and the base colour alone on views the model did not see
@@ -504,3 +505,9 @@ def test_joint_stage_moves_vertices_and_texture_together_and_keeps_the_surface_c
     edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
     _, uses = np.unique(edges, axis=0, return_counts=True)
     assert (uses == 1).sum() == 0, f"{(uses == 1).sum()} open edges of {len(uses)}"
+
+    # where the vertices stay put (here by choice; by default on estimated depth), so does the joint stage
+    report = run(tiny.capture, "nvdiffrec", tmp_path / "off", {"nvdiffrec": {**options, "vertex_pass": "off"}},
+                 manager=manager)
+    assert report["models"]["nvdiffrec"]["estimates"]["pass2"]["joint"] == {
+        "iterations": 0, "skipped": "the vertices stay put (vertex_pass)"}
