@@ -305,6 +305,31 @@ def _held(cover, depth, covered, offset, faces, views: Views, beta, cell: float,
     return total, loss_mask, loss_depth
 
 
+def _move_vertices(opt, iterations: int, step, label: str, stage: str, kind: str, progress, run: Run,
+                   deadline: float, after_step=None) -> int:
+    """The loop of pass 2's stages that move vertices (the vertex stage, the joint stage).
+    ``step()`` renders and returns the loss and its terms to record; every 10 iterations the
+    loss is checked (messages name the ``kind`` of iteration) and recorded in the curve under
+    ``stage``; ``label`` is the progress text. Returns the iterations done."""
+    done = 0
+    for it in range(iterations):
+        if _out_of_time(run, progress, label, it, iterations, deadline, "pass 2", f"{kind} iterations"):
+            break
+        _decay(opt, it, iterations)
+        loss, terms = step()
+        if it % 10 == 0 or it == iterations - 1:
+            _check(loss, run, f"pass 2, {kind} iteration {it}")
+            run.curve.append({"pass": 2, "stage": stage, "it": it, "loss": round(loss.item(), 6),
+                              **{name: round(term.item(), 6) for name, term in terms.items()}})
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if after_step is not None:
+            after_step()
+        done = it + 1
+    return done
+
+
 def _moves(offset: torch.Tensor) -> dict:
     moved = offset.detach().norm(dim=1).cpu().numpy()  # in cells
     return {"mean_move_cells": round(float(moved.mean()), 4), "max_move_cells": round(float(moved.max(initial=0)), 4)}
@@ -328,21 +353,12 @@ def fit_vertices(vertices: np.ndarray, faces: np.ndarray, cell: float, capture: 
     offset = torch.nn.Parameter(torch.zeros_like(start))  # in cells
     opt = torch.optim.Adam([offset], lr=options["lr_vertices"])
 
-    done = 0
-    for it in range(iterations):
-        if _out_of_time(run, progress, "pass 2: vertices", it, iterations, deadline, "pass 2", "vertex iterations"):
-            break
-        _decay(opt, it, iterations)
+    def step():
         _, cover, depth, covered = render_views(backend, start + cell * offset, tri, views, _no_colour, 0.0)
         loss, loss_mask, loss_depth = _held(cover, depth, covered, offset, tri, views, beta, cell, options)
-        if it % 10 == 0 or it == iterations - 1:
-            _check(loss, run, f"pass 2, vertex iteration {it}")
-            run.curve.append({"pass": 2, "stage": "vertices", "it": it, "loss": round(loss.item(), 6),
-                              "mask": round(loss_mask.item(), 6), "depth": round(loss_depth.item(), 6)})
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        done = it + 1
+        return loss, {"mask": loss_mask, "depth": loss_depth}
+
+    done = _move_vertices(opt, iterations, step, "pass 2: vertices", "vertices", "vertex", progress, run, deadline)
     run.stats.setdefault("pass2", {})["vertices"] = {"iterations": done, **_moves(offset)}
     return (start + cell * offset).detach().cpu().numpy()
 
@@ -474,25 +490,14 @@ def fit_jointly(mesh: TexturedMesh, material: BakedColour, uv: torch.Tensor, cel
         out = torch.zeros(math.prod(rast.shape[:3]), 3, device=rast.device)
         return out.index_put((pixels,), texture_at(backend, material.texture, coords)).reshape(*rast.shape[:3], 3)
 
-    done = 0
-    for it in range(iterations):
-        if _out_of_time(run, progress, "pass 2: vertices and texture", it, iterations, deadline, "pass 2",
-                        "joint iterations"):
-            break
-        _decay(opt, it, iterations)
+    def step():
         image, cover, depth, covered = render_views(backend, (start + cell * offset)[index], tri, views, colour, 0.0)
         loss_colour = ((image - views.images) * weight).abs().sum() / (3 * weight.sum()).clamp(min=1)
         held, _, loss_depth = _held(cover, depth, covered, offset, welded_tri, views, beta, cell, options)
-        loss = loss_colour + held
-        if it % 10 == 0 or it == iterations - 1:
-            _check(loss, run, f"pass 2, joint iteration {it}")
-            run.curve.append({"pass": 2, "stage": "joint", "it": it, "loss": round(loss.item(), 6),
-                              "colour": round(loss_colour.item(), 6), "depth": round(loss_depth.item(), 6)})
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        material.clamp_()
-        done = it + 1
+        return loss_colour + held, {"colour": loss_colour, "depth": loss_depth}
+
+    done = _move_vertices(opt, iterations, step, "pass 2: vertices and texture", "joint", "joint", progress, run,
+                          deadline, after_step=material.clamp_)
     run.stats.setdefault("pass2", {})["joint"] = {"iterations": done, **_moves(offset)}
     return (start + cell * offset)[index].detach().cpu().numpy()
 
