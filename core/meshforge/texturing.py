@@ -45,7 +45,8 @@ class VisibilityTable:
 
 def face_visibility(vertices: np.ndarray, faces: np.ndarray, capture: Capture, work_size: int = 1024,
                     min_cosine: float = 0.1) -> VisibilityTable:
-    """Per-face visibility in every view, by depth-testing vertices against a z-buffer render."""
+    """Per-face visibility in every view, by depth-testing vertices against a z-buffer render
+    (faces no view passes get a second, slope-aware test: see below)."""
     tri = vertices[faces].astype(np.float64)
     normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-20)
@@ -76,8 +77,8 @@ def face_visibility(vertices: np.ndarray, faces: np.ndarray, capture: Capture, w
         # A surface seen at angle θ deepens by tan θ footprints per pixel and the minimum above
         # looks up to 1.5 pixels away, so grazing faces fail that test (6.6 % of bob's area,
         # much of it inside its ring, where one view looks in, went to flat colours). They get
-        # a second test with slack for two pixels of that slope (1.5 to 8 measured; 3 to 5
-        # best), used only where no view passes the first and only away from the view's
+        # a second test with slack for two pixels of that slope (1 to 20 measured on fusion;
+        # 3 to 5 best), used only where no view passes the first and only away from the view's
         # outline: everywhere, faces just past an occluding contour pass it too and take the
         # contour's colour (bob's hole showed the background).
         slope = np.sqrt(np.clip(1.0 - cos ** 2, 0.0, 1.0)) / np.maximum(cos, max(min_cosine, 1e-3))
