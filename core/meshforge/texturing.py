@@ -44,9 +44,12 @@ class VisibilityTable:
 
 
 def face_visibility(vertices: np.ndarray, faces: np.ndarray, capture: Capture, work_size: int = 1024,
-                    min_cosine: float = 0.1) -> VisibilityTable:
-    """Per-face visibility in every view, by depth-testing vertices against a z-buffer render
-    (faces no view passes get a second, slope-aware test: see below)."""
+                    min_cosine: float = 0.1, grazing_slack: float = 3.0, outline_px: int = 2) -> VisibilityTable:
+    """Per-face visibility in every view, by depth-testing vertices against a z-buffer render.
+
+    Faces no view passes get a second test that allows ``grazing_slack`` pixels of a grazing
+    surface's slope, away from the view's outline (no background within ``outline_px``); see
+    below. ``grazing_slack`` 0 is the first test alone."""
     tri = vertices[faces].astype(np.float64)
     normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-20)
@@ -55,7 +58,11 @@ def face_visibility(vertices: np.ndarray, faces: np.ndarray, capture: Capture, w
     score = np.zeros((len(faces), len(names)), np.float32)
     grazing = np.zeros_like(score)
     uvs = np.zeros((len(names), len(vertices), 2), np.float32)
-    corner = [np.ascontiguousarray(faces[:, i]) for i in range(3)]  # per-face reductions, column-wise (faster)
+    a, b, c = (np.ascontiguousarray(faces[:, i]) for i in range(3))
+
+    def over_corners(reduce, values):  # per face; column by column is faster than values[faces].max(axis=1)
+        return reduce(reduce(values[a], values[b]), values[c])
+
     for k, name in enumerate(names):
         cam = capture.views[name].camera
         work = cam.scaled(min(work_size, cam.width))
@@ -68,11 +75,10 @@ def face_visibility(vertices: np.ndarray, faces: np.ndarray, capture: Capture, w
         row = np.clip(np.floor(puv[:, 1]).astype(np.int64), 0, work.height - 1)
         inside = (puv[:, 0] >= 0) & (puv[:, 0] < work.width) & (puv[:, 1] >= 0) & (puv[:, 1] < work.height) & (z > 0)
         behind = (z - nearest[row, col]) / (z / work.fx)  # in pixel footprints
-        amid = ndi.minimum_filter(frags.mask, size=5)[row, col]  # no background within 2 pixels
         to_cam = cam.position[None, :] - centroids
         cos = np.einsum("ij,ij->i", normals, to_cam) / np.maximum(np.linalg.norm(to_cam, axis=1), 1e-20)
-        worst = np.maximum(np.maximum(behind[corner[0]], behind[corner[1]]), behind[corner[2]])
-        ok = inside[corner[0]] & inside[corner[1]] & inside[corner[2]] & (cos > min_cosine)
+        worst = over_corners(np.maximum, behind)
+        ok = over_corners(np.logical_and, inside) & (cos > min_cosine)
         score[:, k] = np.where(ok & (worst <= 3.0), cos, 0.0)
         # A surface seen at angle θ deepens by tan θ footprints per pixel and the minimum above
         # looks up to 1.5 pixels away, so grazing faces fail that test (6.6 % of bob's area,
@@ -82,8 +88,9 @@ def face_visibility(vertices: np.ndarray, faces: np.ndarray, capture: Capture, w
         # outline: everywhere, faces just past an occluding contour pass it too and take the
         # contour's colour (bob's hole showed the background).
         slope = np.sqrt(np.clip(1.0 - cos ** 2, 0.0, 1.0)) / np.maximum(cos, max(min_cosine, 1e-3))
-        ok &= amid[corner[0]] & amid[corner[1]] & amid[corner[2]]
-        grazing[:, k] = np.where(ok & (worst <= 3.0 + 3.0 * slope), cos, 0.0)
+        amid = ndi.minimum_filter(frags.mask, size=2 * outline_px + 1)[row, col]
+        away = ok & over_corners(np.logical_and, amid)
+        grazing[:, k] = np.where(away & (worst <= 3.0 + grazing_slack * slope), cos, 0.0)
         uvs[k] = puv * (cam.width / work.width, cam.height / work.height)  # the full-size view's pixels
     unseen = score.max(axis=1) == 0
     score[unseen] = grazing[unseen]
