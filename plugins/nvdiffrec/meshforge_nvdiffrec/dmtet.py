@@ -187,8 +187,10 @@ def sdf_regularizer(sdf: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
     return (per_edge * crossing).sum() / crossing.sum().clamp(min=1)
 
 
-def _umbrella(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """Each vertex minus the mean of its neighbours (edge-adjacent through faces)."""
+def laplacian_energy(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Mean squared umbrella Laplacian of a triangle mesh: each vertex against the mean of its
+    neighbours (edge-adjacent through faces). Penalises the jagged, sliver-rich surfaces that
+    image losses alone leave on a tet grid (nvdiffrec regularises its second pass this way)."""
     f = faces.long()
     total = torch.zeros_like(vertices)
     count = torch.zeros_like(vertices[:, :1])
@@ -196,21 +198,5 @@ def _umbrella(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     for a, b, c in ((0, 1, 2), (1, 2, 0), (2, 0, 1)):
         total = total.index_add(0, f[:, a], vertices[f[:, b]] + vertices[f[:, c]])
         count = count.index_add(0, f[:, a], 2 * ones)
-    return vertices - total / count.clamp(min=1)
-
-
-def laplacian_energy(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """Mean squared umbrella Laplacian of a triangle mesh: each vertex against the mean of its
-    neighbours (edge-adjacent through faces). Penalises the jagged, sliver-rich surfaces that
-    image losses alone leave on a tet grid (nvdiffrec regularises its second pass this way)."""
-    return (_umbrella(vertices, faces) ** 2).sum(1).mean()
-
-
-def taubin_smooth(vertices: torch.Tensor, faces: torch.Tensor, rounds: int, lam: float = 0.5,
-                  mu: float = -0.53) -> torch.Tensor:
-    """Taubin's λ|μ smoothing (SIGGRAPH 1995): a shrinking step towards the neighbours' mean,
-    then an inflating one, per round; removes vertex-scale jitter with almost no shrinkage."""
-    for _ in range(rounds):
-        vertices = vertices - lam * _umbrella(vertices, faces)
-        vertices = vertices - mu * _umbrella(vertices, faces)
-    return vertices
+    lap = vertices - total / count.clamp(min=1)
+    return (lap ** 2).sum(1).mean()

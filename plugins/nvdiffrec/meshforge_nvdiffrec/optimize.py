@@ -42,7 +42,7 @@ from meshforge.errors import ModelDidNotConverge
 from meshforge.mesh import TexturedMesh
 
 from .backends import make_backend, projection
-from .dmtet import TetGrid, laplacian_energy, marching_tets, sdf_regularizer, taubin_smooth, unique_edges
+from .dmtet import TetGrid, laplacian_energy, marching_tets, sdf_regularizer, unique_edges
 from .fields import ColourGrid
 from .gbuffer import GBuffer, texture_at
 from .materials import BakedColour, PbrMaterial
@@ -363,13 +363,6 @@ def fit_vertices(vertices: np.ndarray, faces: np.ndarray, cell: float, capture: 
     return (start + cell * offset).detach().cpu().numpy()
 
 
-def _smoothed(vertices: np.ndarray, faces: np.ndarray, rounds: int, device) -> np.ndarray:
-    if not rounds:
-        return vertices
-    v = taubin_smooth(torch.as_tensor(vertices, device=device), torch.as_tensor(faces, device=device), rounds)
-    return v.cpu().numpy()
-
-
 def vertex_pass_wanted(capture: Capture, options: dict) -> bool:
     """``vertex_pass`` "auto" moves vertices onto the depth only when it is metric: estimated depth
     is neither precise to a fraction of a cell nor registered with the photographs that well (on
@@ -395,13 +388,9 @@ def pass2(vertices: np.ndarray, faces: np.ndarray, cell: float, hull, capture: C
     if vertex_pass_wanted(capture, options):
         # fusion's Newton steps onto the depth hull first: marching tets cuts corners by up to a cell
         vertices, stats["refine"] = hull.refine(vertices, cell)
-        if options["smoothing_stage"] == "before":
-            vertices = _smoothed(vertices, faces, options["smoothing_rounds"], device)
         if options["iterations_vertices"]:
             vertices = fit_vertices(vertices, faces, cell, capture, views, options, device, backend,
                                     progress.slice(0.0, 0.3), run, deadline)
-        if options["smoothing_stage"] == "after":
-            vertices = _smoothed(vertices, faces, options["smoothing_rounds"], device)
     else:
         stats["vertices"] = {"iterations": 0, "skipped": "the capture's depth is estimated or missing (vertex_pass "
                                                          "'auto' moves vertices on metric depth only)"}

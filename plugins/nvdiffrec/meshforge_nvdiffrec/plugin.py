@@ -28,8 +28,6 @@ OPTIONS = (
     Option("vertex_pass", "str", "auto", "pass 2 moves the vertices onto the depth (refinement onto the depth hull, "
            "then iterations_vertices of fitting): auto = only when the capture's depth is metric, not estimated",
            choices=("auto", "on", "off")),
-    Option("smoothing_rounds", "int", 0, "Taubin smoothing rounds of pass 2's vertices", minimum=0, maximum=100),
-    Option("smoothing_stage", "str", "after", "before or after the vertex iterations", choices=("before", "after")),
     Option("grid_resolution", "int", 160, "tet-grid cells along the object's longest side", minimum=8,
            maximum=512),
     Option("band_cells", "float", 3.0, "keep tets within this many cells of the initial surface", minimum=1.0,
