@@ -1,0 +1,175 @@
+"""What the view atlas's visibility test costs a surface: the held-out error by the test's
+decision, and an oracle bound (meshforge.texturing.face_visibility).
+
+For each mesh, on the capture nvdiffrec_bench.py renders (rendered here if ``--work`` has none),
+a surface (fusion's, reconstructed here, or a mesh file: nvdiffrec's output brought back from
+the GPU machine) is welded and textured by the view atlas as the product does. Then:
+
+1. held-out PSNR, and the held-out squared error split by what the atlas decided for the face
+   under each pixel: outline (model and ground truth disagree on coverage), a face some view
+   passes the strict test for, a face only the grazing test lets in, a face left flat (no view);
+2. the oracle: the faces the test leaves flat get the views whose colour at the face's centre
+   matches the ground truth's texture there (within 0.08 in every channel; the most frontal
+   of them, cos > 0.1), and the held-out views are scored again.
+
+Step 2 reads the ground truth: it bounds what a better test could earn; it is not a method.
+
+    python benchmarks/atlas_oracle.py --meshes bob --surface nvdiffrec=/path/to/nvdiffrec/mesh.glb
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("MESHFORGE_SHARED", ROOT.parent / "shared"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from nvdiffrec_bench import MESHES  # noqa: E402  (one list of the benchmark meshes)
+
+#: a view's colour is "right" for a face when no channel differs from the ground truth's by more
+RIGHT = 0.08
+
+
+def welded(parts) -> tuple[np.ndarray, np.ndarray]:
+    """One vertex per position (the view atlas splits vertices along its seams)."""
+    vertices = np.concatenate([p.vertices for p in parts])
+    offsets = np.cumsum([0] + [len(p.vertices) for p in parts])[:-1]
+    faces = np.concatenate([p.faces + o for p, o in zip(parts, offsets)])
+    unique, inverse = np.unique(vertices, axis=0, return_inverse=True)
+    return unique.astype(np.float32), inverse.reshape(-1)[faces].astype(np.int32)
+
+
+def truth_colour(gt, points: np.ndarray) -> np.ndarray:
+    """(N, 3) in [0, 1]: the ground truth's texture at the surface point closest to each point."""
+    import trimesh
+
+    from meshforge.raster import sample_texture
+
+    colour = np.zeros((len(points), 3))
+    best = np.full(len(points), np.inf)
+    for part in gt:
+        tri = trimesh.Trimesh(part.vertices, part.faces, process=False)
+        closest, distance, face = trimesh.proximity.closest_point(tri, points)
+        bary = trimesh.triangles.points_to_barycentric(tri.triangles[face], closest)
+        uv = (part.uv[part.faces[face]] * bary[:, :, None]).sum(axis=1)
+        c = sample_texture(part.texture, uv)[:, :3] / 255.0
+        nearer = distance < best
+        colour[nearer], best[nearer] = c[nearer], distance[nearer]
+    return colour
+
+
+def oracle_scores(vertices, faces, capture, vis, gt) -> np.ndarray:
+    """The visibility scores with the flat faces given the views whose colour is right there."""
+    centres = vertices[faces].mean(axis=1).astype(np.float64)
+    tri = vertices[faces].astype(np.float64)
+    normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-20)
+    truth = truth_colour(gt, centres)
+    flat = vis.score.max(axis=1) == 0
+    score = vis.score.copy()
+    for k, name in enumerate(vis.views):
+        view = capture.views[name]
+        uv, z = view.camera.project(centres)
+        h, w = view.image.shape[:2]
+        inside = (uv[:, 0] >= 0) & (uv[:, 0] < w) & (uv[:, 1] >= 0) & (uv[:, 1] < h) & (z > 0)
+        seen = view.image[np.clip(uv[:, 1].astype(int), 0, h - 1), np.clip(uv[:, 0].astype(int), 0, w - 1), :3] / 255.0
+        to_camera = view.camera.position[None, :] - centres
+        cos = (normals * to_camera).sum(axis=1) / np.linalg.norm(to_camera, axis=1)
+        right = inside & (np.abs(seen - truth).max(axis=1) < RIGHT) & (cos > 0.1)
+        score[flat, k] = np.where(right[flat], cos[flat], 0.0)
+    return score
+
+
+def error_by_decision(mesh, vertices, faces, labels, strict_seen, heldout_dir: Path, gt) -> dict:
+    """Shares of the held-out squared error: outline, strict, grazing-only, flat."""
+    from PIL import Image
+
+    from meshforge.camera import Camera
+    from meshforge.raster import rasterize
+    from meshforge.render import render
+
+    spec = json.loads((heldout_dir / "heldout.json").read_text())
+    sums = dict.fromkeys(("outline", "strict", "grazing_only", "flat"), 0.0)
+    for name, c2w in spec["views"].items():
+        ref = np.asarray(Image.open(heldout_dir / f"{name}.png").convert("RGB"), np.float64) / 255.0
+        cam = Camera.from_fov(np.asarray(c2w), spec["fov_y_degrees"], ref.shape[1], ref.shape[0])
+        ours = render(mesh, cam, background=spec["background"])
+        error = ((ours.color.astype(np.float64) - ref) ** 2).sum(axis=2)
+        flip = (ours.mask > 0.5) != (render(gt, cam).mask > 0.5)
+        sums["outline"] += float(error[flip].sum())
+        frags = rasterize(cam, vertices, faces)
+        inner = ~flip & frags.mask
+        face = frags.face[inner]
+        e = error[inner]
+        flat = labels[face] < 0
+        sums["flat"] += float(e[flat].sum())
+        sums["strict"] += float(e[~flat & strict_seen[face]].sum())
+        sums["grazing_only"] += float(e[~flat & ~strict_seen[face]].sum())
+    total = sum(sums.values())
+    return {k: round(v / total, 3) for k, v in sums.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--meshes", default="spot,bob,water_bottle,ycb_banana")
+    ap.add_argument("--work", default="/tmp/nvdiffrec-bench", help="captures (nvdiffrec_bench.py's, reused)")
+    ap.add_argument("--surface", action="append", default=[],
+                    help="LABEL=FILE (one mesh) or LABEL=FOLDER holding MESH.glb per mesh; fusion's is always scored")
+    ap.add_argument("--out")
+    args = ap.parse_args()
+
+    import meshforge
+    import meshforge.texturing as texturing
+    from meshforge.evaluation import heldout_scores
+    from meshforge.mesh import load_parts
+
+    rows = []
+    for name in args.meshes.split(","):
+        work = Path(args.work) / name
+        if not (work / "capture.zip").exists():
+            meshforge.render_capture(SHARED / "data" / "meshes" / MESHES[name], work / "capture.zip", heldout=8,
+                                     heldout_dir=work / "heldout", ground_truth=work / "gt.glb")
+        capture = meshforge.load_capture(work / "capture.zip")
+        gt = load_parts(work / "gt.glb")
+        surfaces = {"fusion": meshforge.reconstruct(capture, "fusion", {}).mesh}
+        for item in args.surface:
+            label, path = item.split("=", 1)
+            path = Path(path)
+            surfaces[label] = load_parts(path / f"{name}.glb" if path.is_dir() else path)
+        for label, parts in surfaces.items():
+            vertices, faces = welded(parts if isinstance(parts, list) else [parts])
+            vis = texturing.face_visibility(vertices, faces, capture)
+            labels = texturing.choose_views(vis.score, texturing.face_adjacency(faces))
+            strict_seen = texturing.face_visibility(vertices, faces, capture, grazing_slack=0.0).score.max(axis=1) > 0
+            mesh, stats = texturing.bake_view_atlas(vertices, faces, capture)
+            row = {"mesh": name, "surface": label, "heldout_psnr": round(heldout_scores(mesh, work / "heldout")["psnr"], 2),
+                   "flat_faces": stats.get("unseen_faces", 0),
+                   "error_by_decision": error_by_decision(mesh, vertices, faces, labels, strict_seen,
+                                                          work / "heldout", gt)}
+            oracle = texturing.VisibilityTable(vis.views, oracle_scores(vertices, faces, capture, vis, gt), vis.uv)
+            original = texturing.face_visibility
+            texturing.face_visibility = lambda *a, **k: oracle  # bake_view_atlas looks it up at each call
+            try:
+                mesh, stats = texturing.bake_view_atlas(vertices, faces, capture)
+            finally:
+                texturing.face_visibility = original
+            row.update({"oracle_heldout_psnr": round(heldout_scores(mesh, work / "heldout")["psnr"], 2),
+                        "oracle_flat_faces": stats.get("unseen_faces", 0)})
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps({
+            "benchmark": "view atlas visibility: error by decision and oracle bound", "rows": rows,
+            "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
+            "command": "python benchmarks/atlas_oracle.py " + " ".join(sys.argv[1:])}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
