@@ -31,19 +31,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MESHFORGE_SHARED", ROOT.parent / "shared"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from nvdiffrec_bench import MESHES  # noqa: E402  (one list of the benchmark meshes)
+from nvdiffrec_bench import MESHES, _welded  # noqa: E402  (one list of the meshes, one way to weld)
 
 #: a view's colour is "right" for a face when no channel differs from the ground truth's by more
 RIGHT = 0.08
-
-
-def welded(parts) -> tuple[np.ndarray, np.ndarray]:
-    """One vertex per position (the view atlas splits vertices along its seams)."""
-    vertices = np.concatenate([p.vertices for p in parts])
-    offsets = np.cumsum([0] + [len(p.vertices) for p in parts])[:-1]
-    faces = np.concatenate([p.faces + o for p, o in zip(parts, offsets)])
-    unique, inverse = np.unique(vertices, axis=0, return_inverse=True)
-    return unique.astype(np.float32), inverse.reshape(-1)[faces].astype(np.int32)
 
 
 def truth_colour(gt, points: np.ndarray) -> np.ndarray:
@@ -144,7 +135,7 @@ def main() -> None:
             path = Path(path)
             surfaces[label] = load_parts(path / f"{name}.glb" if path.is_dir() else path)
         for label, parts in surfaces.items():
-            vertices, faces = welded(parts if isinstance(parts, list) else [parts])
+            vertices, faces = _welded(parts)
             vis = texturing.face_visibility(vertices, faces, capture)
             labels = texturing.choose_views(vis.score, texturing.face_adjacency(faces))
             strict_seen = texturing.face_visibility(vertices, faces, capture, grazing_slack=0.0).score.max(axis=1) > 0
