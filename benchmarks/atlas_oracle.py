@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 from pathlib import Path
 
@@ -31,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MESHFORGE_SHARED", ROOT.parent / "shared"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from nvdiffrec_bench import MESHES, _welded  # noqa: E402  (one list of the meshes, one way to weld)
+from nvdiffrec_bench import _welded, ensure_capture, write_result  # noqa: E402  (shared with the bench)
 
 #: a view's colour is "right" for a face when no channel differs from the ground truth's by more
 RIGHT = 0.08
@@ -124,10 +123,7 @@ def main() -> None:
     rows = []
     for name in args.meshes.split(","):
         work = Path(args.work) / name
-        if not (work / "capture.zip").exists():
-            meshforge.render_capture(SHARED / "data" / "meshes" / MESHES[name], work / "capture.zip", heldout=8,
-                                     heldout_dir=work / "heldout", ground_truth=work / "gt.glb")
-        capture = meshforge.load_capture(work / "capture.zip")
+        capture = meshforge.load_capture(ensure_capture(name, work, SHARED / "data" / "meshes"))
         gt = load_parts(work / "gt.glb")
         surfaces = {"fusion": meshforge.reconstruct(capture, "fusion", {}).mesh}
         for item in args.surface:
@@ -155,11 +151,7 @@ def main() -> None:
                         "oracle_flat_faces": stats.get("unseen_faces", 0)})
             rows.append(row)
             print(json.dumps(row), flush=True)
-    if args.out:
-        Path(args.out).write_text(json.dumps({
-            "benchmark": "view atlas visibility: error by decision and oracle bound", "rows": rows,
-            "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
-            "command": "python benchmarks/atlas_oracle.py " + " ".join(sys.argv[1:])}, indent=2))
+    write_result(args.out, "view atlas visibility: error by decision and oracle bound", rows)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,30 @@ MESHES = {"spot": "spot/spot.obj", "bob": "bob/bob_tri.obj", "water_bottle": "wa
           "blub": "blub/blub_triangulated.obj", "wooden_stool": "wooden_stool/painted_wooden_stool_1k.gltf"}
 
 
+def ensure_capture(name: str, work: Path, meshes: Path, sizes=(2048, 1024, 512)) -> Path:
+    """``work``/capture.zip of mesh ``name`` (a contract capture: views, depth and held-out view
+    sizes ``sizes``), with its held-out views in ``work``/heldout and the ground truth in
+    ``work``/gt.glb; rendered from ``meshes`` only if absent, so the scripts share captures."""
+    import meshforge
+
+    capture = work / "capture.zip"
+    if not capture.exists():
+        rgb_size, depth_size, heldout_size = sizes
+        meshforge.render_capture(meshes / MESHES[name], capture, rgb_size=rgb_size, depth_size=depth_size,
+                                 heldout=8, heldout_dir=work / "heldout", heldout_size=heldout_size,
+                                 ground_truth=work / "gt.glb")
+    return capture
+
+
+def write_result(path: str | None, benchmark: str, rows: list) -> None:
+    """The JSON a CPU sweep leaves in benchmarks/results: its rows, the machine and the command."""
+    if path:
+        Path(path).write_text(json.dumps({
+            "benchmark": benchmark, "rows": rows,
+            "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
+            "command": "python benchmarks/" + Path(sys.argv[0]).name + " " + " ".join(sys.argv[1:])}, indent=2))
+
+
 def timed_run(model: str, capture_path: Path, out: Path, options: dict) -> tuple[dict, object]:
     import torch
 
@@ -223,11 +247,7 @@ def main() -> None:
     rows = []
     for name in args.meshes.split(","):
         work = Path(args.work) / name
-        capture = work / "capture.zip"
-        if not capture.exists():
-            meshforge.render_capture(Path(args.data) / MESHES[name], capture, rgb_size=rgb_size, depth_size=depth_size,
-                                     heldout=8, heldout_dir=work / "heldout", heldout_size=heldout_size,
-                                     ground_truth=work / "gt.glb")
+        capture = ensure_capture(name, work, Path(args.data), (rgb_size, depth_size, heldout_size))
         gt = load_parts(work / "gt.glb")
         if args.texture_on == "ground-truth":
             texture_on(gt)

@@ -13,14 +13,13 @@ import argparse
 import functools
 import json
 import os
-import platform
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MESHFORGE_SHARED", ROOT.parent / "shared"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from nvdiffrec_bench import MESHES  # noqa: E402  (one list of the benchmark meshes)
+from nvdiffrec_bench import ensure_capture, write_result  # noqa: E402  (one way to make captures and results)
 
 SETTINGS = ((0.0, 2), (1.0, 2), (1.5, 2), (1.5, 1), (1.5, 3), (1.5, 0), (3.0, 2), (3.0, 1), (5.0, 2), (8.0, 2),
             (20.0, 2))
@@ -41,10 +40,7 @@ def main() -> None:
     rows = []
     for name in args.meshes.split(","):
         work = Path(args.work) / name
-        if not (work / "capture.zip").exists():
-            meshforge.render_capture(SHARED / "data" / "meshes" / MESHES[name], work / "capture.zip", heldout=8,
-                                     heldout_dir=work / "heldout", ground_truth=work / "gt.glb")
-        capture = meshforge.load_capture(work / "capture.zip")
+        capture = meshforge.load_capture(ensure_capture(name, work, SHARED / "data" / "meshes"))
         for slack, outline in SETTINGS:
             # bake_view_atlas looks face_visibility up in its module at each call
             texturing.face_visibility = functools.partial(original, grazing_slack=slack, outline_px=outline)
@@ -54,11 +50,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     texturing.face_visibility = original
-    if args.out:
-        Path(args.out).write_text(json.dumps({
-            "benchmark": "view atlas visibility sweep (fusion)", "rows": rows,
-            "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
-            "command": "python benchmarks/visibility_sweep.py " + " ".join(sys.argv[1:])}, indent=1))
+    write_result(args.out, "view atlas visibility sweep (fusion)", rows)
 
 
 if __name__ == "__main__":
