@@ -7,8 +7,9 @@ the GPU machine) is welded and textured by the view atlas as the product does. T
 
 1. held-out PSNR, and the held-out squared error split by what the atlas decided for the face
    under each pixel: outline (model and ground truth disagree on coverage), a face some view
-   passes the strict test for, a face only the grazing test lets in, a face left flat (no view);
-2. the oracle: the faces the test leaves flat get the views whose colour at the face's centre
+   passes the strict test for, a face only the grazing test lets in, a face only
+   photo-consistency lets in, a face left flat (no view);
+2. the oracle: the faces the atlas leaves flat get the views whose colour at the face's centre
    matches the ground truth's texture there (within 0.08 in every channel; the most frontal
    of them, cos > 0.1), and the held-out views are scored again.
 
@@ -25,6 +26,8 @@ import os
 import sys
 from pathlib import Path
 
+import dataclasses
+
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +37,8 @@ from nvdiffrec_bench import _welded, ensure_capture, write_result  # noqa: E402 
 
 #: a view's colour is "right" for a face when no channel differs from the ground truth's by more
 RIGHT = 0.08
+#: what the atlas decided for a face, in the order of its tests
+DECISIONS = ("strict", "grazing_only", "photo_only", "flat")
 
 
 def truth_colour(gt, points: np.ndarray) -> np.ndarray:
@@ -55,16 +60,16 @@ def truth_colour(gt, points: np.ndarray) -> np.ndarray:
     return colour
 
 
-def oracle_scores(vertices, faces, capture, vis, gt) -> np.ndarray:
-    """The visibility scores with the flat faces given the views whose colour is right there."""
+def oracle_scores(vertices, faces, capture, score, gt) -> np.ndarray:
+    """The scores ``score`` with the flat faces given the views whose colour is right there."""
     centres = vertices[faces].mean(axis=1).astype(np.float64)
     tri = vertices[faces].astype(np.float64)
     normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-20)
     truth = truth_colour(gt, centres)
-    flat = vis.score.max(axis=1) == 0
-    score = vis.score.copy()
-    for k, name in enumerate(vis.views):
+    flat = score.max(axis=1) == 0
+    score = score.copy()
+    for k, name in enumerate(capture.views):
         view = capture.views[name]
         uv, z = view.camera.project(centres)
         h, w = view.image.shape[:2]
@@ -77,8 +82,20 @@ def oracle_scores(vertices, faces, capture, vis, gt) -> np.ndarray:
     return score
 
 
-def error_by_decision(mesh, vertices, faces, labels, strict_seen, heldout_dir: Path, gt) -> dict:
-    """Shares of the held-out squared error: outline, strict, grazing-only, flat."""
+def decisions(vertices, faces, capture):
+    """Per face, the index in DECISIONS of the test that gave it its view, as bake_view_atlas
+    decides; the visibility table; and the scores it decides on."""
+    import meshforge.texturing as texturing
+
+    vis = texturing.face_visibility(vertices, faces, capture)
+    score = texturing.photo_consistent(vis, *texturing.centre_colours(vis, faces, capture))
+    labels = texturing.choose_views(score, texturing.face_adjacency(faces))
+    strict = texturing.face_visibility(vertices, faces, capture, grazing_slack=0.0).score.max(axis=1) > 0
+    return np.select([labels < 0, strict, vis.score.max(axis=1) > 0], [3, 0, 1], 2), vis, score
+
+
+def error_by_decision(mesh, vertices, faces, decision, heldout_dir: Path, gt) -> dict:
+    """Shares of the held-out squared error: outline, then each of DECISIONS."""
     from PIL import Image
 
     from meshforge.camera import Camera
@@ -86,7 +103,7 @@ def error_by_decision(mesh, vertices, faces, labels, strict_seen, heldout_dir: P
     from meshforge.render import render
 
     spec = json.loads((heldout_dir / "heldout.json").read_text())
-    sums = dict.fromkeys(("outline", "strict", "grazing_only", "flat"), 0.0)
+    sums = dict.fromkeys(("outline",) + DECISIONS, 0.0)
     for name, c2w in spec["views"].items():
         ref = np.asarray(Image.open(heldout_dir / f"{name}.png").convert("RGB"), np.float64) / 255.0
         cam = Camera.from_fov(np.asarray(c2w), spec["fov_y_degrees"], ref.shape[1], ref.shape[0])
@@ -96,12 +113,9 @@ def error_by_decision(mesh, vertices, faces, labels, strict_seen, heldout_dir: P
         sums["outline"] += float(error[flip].sum())
         frags = rasterize(cam, vertices, faces)
         inner = ~flip & frags.mask
-        face = frags.face[inner]
-        e = error[inner]
-        flat = labels[face] < 0
-        sums["flat"] += float(e[flat].sum())
-        sums["strict"] += float(e[~flat & strict_seen[face]].sum())
-        sums["grazing_only"] += float(e[~flat & ~strict_seen[face]].sum())
+        by = np.bincount(decision[frags.face[inner]], weights=error[inner], minlength=len(DECISIONS))
+        for key, value in zip(DECISIONS, by):
+            sums[key] += float(value)
     total = sum(sums.values())
     return {k: round(v / total, 3) for k, v in sums.items()}
 
@@ -132,15 +146,12 @@ def main() -> None:
             surfaces[label] = load_parts(path / f"{name}.glb" if path.is_dir() else path)
         for label, parts in surfaces.items():
             vertices, faces = _welded(parts)
-            vis = texturing.face_visibility(vertices, faces, capture)
-            labels = texturing.choose_views(vis.score, texturing.face_adjacency(faces))
-            strict_seen = texturing.face_visibility(vertices, faces, capture, grazing_slack=0.0).score.max(axis=1) > 0
+            decision, vis, score = decisions(vertices, faces, capture)
             mesh, stats = texturing.bake_view_atlas(vertices, faces, capture)
             row = {"mesh": name, "surface": label, "heldout_psnr": round(heldout_scores(mesh, work / "heldout")["psnr"], 2),
                    "flat_faces": stats.get("unseen_faces", 0),
-                   "error_by_decision": error_by_decision(mesh, vertices, faces, labels, strict_seen,
-                                                          work / "heldout", gt)}
-            oracle = texturing.VisibilityTable(vis.views, oracle_scores(vertices, faces, capture, vis, gt), vis.uv)
+                   "error_by_decision": error_by_decision(mesh, vertices, faces, decision, work / "heldout", gt)}
+            oracle = dataclasses.replace(vis, score=oracle_scores(vertices, faces, capture, score, gt))
             original = texturing.face_visibility
             texturing.face_visibility = lambda *a, **k: oracle  # bake_view_atlas looks it up at each call
             try:
