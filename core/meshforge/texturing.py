@@ -58,7 +58,8 @@ def face_visibility(vertices: np.ndarray, faces: np.ndarray, capture: Capture, w
 
     Faces no view passes get a second test that allows ``grazing_slack`` pixels of a grazing
     surface's slope, away from the view's outline (no background within ``outline_px``); see
-    below. ``grazing_slack`` 0 is the first test alone."""
+    below. ``grazing_slack`` 0 is the first test alone. A third, looser test (``loose_slack``
+    pixels of slope, no outline guard) goes into ``near`` for :func:`photo_consistent`."""
     tri = vertices[faces].astype(np.float64)
     normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-20)
