@@ -31,10 +31,11 @@ from meshforge.mesh import load_mesh, load_parts
 from meshforge.pipeline import run
 from meshforge.progress import CancelFlag, Progress
 
-#: tiny but complete: every stage runs, in seconds on a CPU
+#: tiny but complete: every stage runs, in seconds on a CPU; the PyTorch backend named, so that on a
+#: GPU machine too these tests take the CPU test path they are written for ("auto" picks nvdiffrast there)
 TINY = {"iterations_pass1": 30, "iterations_pass2": 20, "iterations_vertices": 20, "grid_resolution": 24,
         "train_res": 64, "render_res": 128, "texture_size": 256, "target_faces": 5_000, "colour_grid": "16,32",
-        "time_budget_s": 600}
+        "time_budget_s": 600, "backend": "torch"}
 
 
 @pytest.fixture(scope="module", autouse=True)
