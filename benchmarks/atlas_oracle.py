@@ -11,7 +11,7 @@ the GPU machine) is welded and textured by the view atlas as the product does. T
    photo-consistency lets in, a face left flat (no view);
 2. the oracle: the faces the atlas leaves flat get the views whose colour at the face's centre
    matches the ground truth's texture there (within 0.08 in every channel; the most frontal
-   of them, cos > 0.1), and the held-out views are scored again.
+   of those that face them), and the held-out views are scored again.
 
 Step 2 reads the ground truth: it bounds what a better test could earn; it is not a method.
 
@@ -21,12 +21,11 @@ Step 2 reads the ground truth: it bounds what a better test could earn; it is no
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 from pathlib import Path
-
-import dataclasses
 
 import numpy as np
 
@@ -60,38 +59,29 @@ def truth_colour(gt, points: np.ndarray) -> np.ndarray:
     return colour
 
 
-def oracle_scores(vertices, faces, capture, score, gt) -> np.ndarray:
-    """The scores ``score`` with the flat faces given the views whose colour is right there."""
-    centres = vertices[faces].mean(axis=1).astype(np.float64)
-    tri = vertices[faces].astype(np.float64)
-    normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-20)
-    truth = truth_colour(gt, centres)
+def oracle_scores(vertices, faces, vis, colours, score, gt) -> np.ndarray:
+    """The scores ``score`` with the flat faces given the views whose colour (``colours``, from
+    centre_colours) is right there, among those that face them (``vis.facing``)."""
+    truth = truth_colour(gt, vertices[faces].mean(axis=1).astype(np.float64))
+    right = (vis.facing > 0) & (np.abs(colours / 255.0 - truth[:, None]).max(axis=2) < RIGHT)
     flat = score.max(axis=1) == 0
     score = score.copy()
-    for k, name in enumerate(capture.views):
-        view = capture.views[name]
-        uv, z = view.camera.project(centres)
-        h, w = view.image.shape[:2]
-        inside = (uv[:, 0] >= 0) & (uv[:, 0] < w) & (uv[:, 1] >= 0) & (uv[:, 1] < h) & (z > 0)
-        seen = view.image[np.clip(uv[:, 1].astype(int), 0, h - 1), np.clip(uv[:, 0].astype(int), 0, w - 1), :3] / 255.0
-        to_camera = view.camera.position[None, :] - centres
-        cos = (normals * to_camera).sum(axis=1) / np.linalg.norm(to_camera, axis=1)
-        right = inside & (np.abs(seen - truth).max(axis=1) < RIGHT) & (cos > 0.1)
-        score[flat, k] = np.where(right[flat], cos[flat], 0.0)
+    score[flat] = np.where(right[flat], vis.facing[flat], 0.0)
     return score
 
 
 def decisions(vertices, faces, capture):
     """Per face, the index in DECISIONS of the test that gave it its view, as bake_view_atlas
-    decides; the visibility table; and the scores it decides on."""
+    decides; the visibility table, the views' colours at the faces' centres, and the scores it
+    decides on."""
     import meshforge.texturing as texturing
 
     vis = texturing.face_visibility(vertices, faces, capture)
-    score = texturing.photo_consistent(vis, *texturing.centre_colours(vis, faces, capture))
+    colours, solid = texturing.centre_colours(vis, faces, capture)
+    score = texturing.photo_consistent(vis, colours, solid)
     labels = texturing.choose_views(score, texturing.face_adjacency(faces))
     strict = texturing.face_visibility(vertices, faces, capture, grazing_slack=0.0).score.max(axis=1) > 0
-    return np.select([labels < 0, strict, vis.score.max(axis=1) > 0], [3, 0, 1], 2), vis, score
+    return np.select([labels < 0, strict, vis.score.max(axis=1) > 0], [3, 0, 1], 2), vis, colours, score
 
 
 def error_by_decision(mesh, vertices, faces, decision, heldout_dir: Path, gt) -> dict:
@@ -146,12 +136,12 @@ def main() -> None:
             surfaces[label] = load_parts(path / f"{name}.glb" if path.is_dir() else path)
         for label, parts in surfaces.items():
             vertices, faces = _welded(parts)
-            decision, vis, score = decisions(vertices, faces, capture)
+            decision, vis, colours, score = decisions(vertices, faces, capture)
             mesh, stats = texturing.bake_view_atlas(vertices, faces, capture)
             row = {"mesh": name, "surface": label, "heldout_psnr": round(heldout_scores(mesh, work / "heldout")["psnr"], 2),
                    "flat_faces": stats.get("unseen_faces", 0),
                    "error_by_decision": error_by_decision(mesh, vertices, faces, decision, work / "heldout", gt)}
-            oracle = dataclasses.replace(vis, score=oracle_scores(vertices, faces, capture, score, gt))
+            oracle = dataclasses.replace(vis, score=oracle_scores(vertices, faces, vis, colours, score, gt))
             original = texturing.face_visibility
             texturing.face_visibility = lambda *a, **k: oracle  # bake_view_atlas looks it up at each call
             try:
